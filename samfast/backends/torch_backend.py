@@ -1,0 +1,70 @@
+"""PyTorch eager backend: the fp32 reference on the CPU, fp16/bf16 autocast on CUDA.
+
+It calls segment-anything's own prompt encoder and mask decoder, so it is the yardstick for parity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+
+from samfast.backends.base import Prompts
+from samfast.errors import InputError
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: Sam, device: str = "cpu", precision: str = "fp32") -> None:
+        if precision not in _DTYPES:
+            raise InputError(f"precision {precision!r} unknown; choose one of {', '.join(_DTYPES)}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError("device cuda asked for, but torch sees no CUDA GPU")
+        if precision != "fp32" and self.device.type != "cuda":
+            raise InputError(f"precision {precision} needs a CUDA device; the CPU reference is fp32")
+        self.precision = precision
+        self.model = model.to(self.device).eval()
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
+
+    def _tensor(self, array: np.ndarray | None) -> torch.Tensor | None:
+        if array is None:
+            return None
+        return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32, device=self.device)
+
+    @torch.inference_mode()
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        with self._autocast():
+            embeddings = self.model.image_encoder(self._tensor(images))
+        return embeddings.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def decode(self, embedding: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
+        points = None
+        if prompts.point_coords is not None:
+            points = (self._tensor(prompts.point_coords), self._tensor(prompts.point_labels).int())
+        with self._autocast():
+            sparse, dense = self.model.prompt_encoder(
+                points=points, boxes=self._tensor(prompts.boxes), masks=self._tensor(prompts.mask_input)
+            )
+            # predict_masks returns all mask tokens; MaskDecoder.forward would only slice them.
+            masks, iou = self.model.mask_decoder.predict_masks(
+                image_embeddings=self._tensor(embedding),
+                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+            )
+        return masks.float().cpu().numpy(), iou.float().cpu().numpy()
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "device": str(self.device), "precision": self.precision,
+                "torch": torch.__version__}

@@ -1,0 +1,98 @@
+"""What a SAM model looks like to ONNX/TensorRT: an encoder graph and a batched decoder graph.
+
+The model itself is not edited; these modules reshape it for export (segment-anything's own
+SamOnnxModel convention: box corners are points labelled 2/3 and the caller adds the padding point).
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.onnx import SamOnnxModel
+from torch import nn
+
+ENCODER_INPUTS = ["images"]
+ENCODER_OUTPUTS = ["image_embeddings"]
+DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
+DECODER_OUTPUTS = ["iou_predictions", "low_res_masks"]
+
+
+def _patch_merging_forward(self, x: torch.Tensor) -> torch.Tensor:
+    # TinyViT's PatchMerging takes the batch from len(x), which the tracer freezes to the example
+    # batch; x.shape[0] stays symbolic, so the slice batch axis remains dynamic. Same maths.
+    if x.ndim == 3:
+        height, width = self.input_resolution
+        x = x.view(x.shape[0], height, width, -1).permute(0, 3, 1, 2)
+    x = self.act(self.conv1(x))
+    x = self.act(self.conv2(x))
+    x = self.conv3(x)
+    return x.flatten(2).transpose(1, 2)
+
+
+def _make_batch_traceable(encoder: nn.Module) -> None:
+    for module in encoder.modules():
+        if type(module).__name__ == "PatchMerging" and hasattr(module, "conv3"):
+            module.forward = types.MethodType(_patch_merging_forward, module)
+
+
+class EncoderForExport(nn.Module):
+    """Preprocessed slices (B, 3, S, S) -> image embeddings (B, C, h, w)."""
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__()
+        self.image_encoder = copy.deepcopy(model.image_encoder)
+        _make_batch_traceable(self.image_encoder)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.image_encoder(images)
+
+
+class DecoderForExport(SamOnnxModel):
+    """One embedding and B prompt sets -> all mask tokens' low-res logits and predicted IoUs.
+
+    Unlike SamOnnxModel there is no ``orig_im_size`` input and no upscaling in the graph: shape
+    inputs break TensorRT, and the runtime upscales. All 4 mask tokens are returned; the runtime
+    picks token 0 (single mask) or 1..3 (multimask) exactly as MaskDecoder.forward slices them.
+    """
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__(model, return_single_mask=False)
+
+    def forward(  # type: ignore[override]
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse_embedding = self._embed_points(point_coords, point_labels)
+        dense_embedding = self._embed_masks(mask_input, has_mask_input)
+        masks, scores = self.model.mask_decoder.predict_masks(
+            image_embeddings=image_embeddings,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse_embedding,
+            dense_prompt_embeddings=dense_embedding,
+        )
+        return scores, masks
+
+
+def example_encoder_inputs(spec, batch: int = 1) -> tuple[torch.Tensor]:
+    return (torch.randn(batch, 3, spec.input_size, spec.input_size),)
+
+
+def example_decoder_inputs(spec, prompts: int = 2, points: int = 3) -> tuple[torch.Tensor, ...]:
+    channels, height, width = spec.embedding_shape
+    low = spec.low_res_size
+    coords = torch.randint(0, spec.input_size, (prompts, points, 2)).float()
+    labels = torch.tensor([[1.0] + [0.0] * (points - 3) + [2.0, 3.0]]).repeat(prompts, 1)
+    return (
+        torch.randn(1, channels, height, width),
+        coords,
+        labels,
+        torch.randn(prompts, 1, low, low),
+        torch.tensor([1.0]),
+    )
