@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,9 @@ def packaged_checkpoint(spec) -> Path | None:
         return None
     module = spec.checkpoint_source.split(":", 1)[1].replace("-", "_") + ".asset"
     try:
-        resource = importlib.resources.files(module).joinpath(spec.checkpoint_file)
+        with warnings.catch_warnings():  # the package imports timm's deprecated module paths
+            warnings.simplefilter("ignore", FutureWarning)
+            resource = importlib.resources.files(module).joinpath(spec.checkpoint_file)
     except ModuleNotFoundError:
         return None
     path = Path(str(resource))

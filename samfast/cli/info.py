@@ -1,0 +1,68 @@
+"""`samfast info`: models and whether their weights are present and verified, usable backends.
+
+Exit 0 on a CPU-only machine: missing GPU, TensorRT or ViT weights are facts, not errors.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from samfast import __version__
+from samfast.cli._common import guarded
+from samfast.errors import CheckpointError
+
+
+def weights_status(name: str) -> str:
+    from samfast.models import get_spec, resolve_weights
+
+    spec = get_spec(name)
+    if spec.is_test_config:
+        return "random weights only (test config)"
+    try:
+        weights = resolve_weights(name)
+    except CheckpointError as error:
+        return f"missing: {error}" if "needs the official" not in str(error) else (
+            f"not present (official {spec.checkpoint_file}; pass --checkpoint or --random-weights)")
+    return f"present, sha256 verified ({weights.path})"
+
+
+def collect() -> dict:
+    from samfast.backends import backend_status
+    from samfast.models import MODEL_REGISTRY
+
+    models = {
+        name: {"input_size": spec.input_size, "embedding_shape": list(spec.embedding_shape),
+               "aliases": list(spec.aliases), "weights": weights_status(name), "licence": spec.licence,
+               "description": spec.description}
+        for name, spec in MODEL_REGISTRY.items()
+    }
+    return {"samfast": __version__, "models": models, "backends": backend_status()}
+
+
+@guarded
+def info(
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Models, their weights, and the backends this machine can run."""
+    report = collect()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    console = Console()
+    console.print(f"samfast {report['samfast']}")
+    models = Table("model", "input", "weights", "licence", title="models")
+    for name, entry in report["models"].items():
+        alias = f" ({', '.join(entry['aliases'])})" if entry["aliases"] else ""
+        models.add_row(name + alias, str(entry["input_size"]), entry["weights"], entry["licence"])
+    console.print(models)
+    backends = Table("backend", "usable", "version", "details", title="backends")
+    for name, entry in report["backends"].items():
+        details = {k: v for k, v in entry.items() if k not in ("usable", "version") and v}
+        backends.add_row(name, "yes" if entry["usable"] else "no", str(entry["version"]),
+                         ", ".join(f"{k}={v}" for k, v in details.items()))
+    console.print(backends)

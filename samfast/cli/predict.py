@@ -1,0 +1,144 @@
+"""`samfast predict`: one slice of a volume (or a 2D image) and a box/points -> a mask file.
+
+The mask keeps the source geometry; a JSON sidecar records model, weights, backend and scores.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from samfast.cli._common import guarded
+from samfast.errors import InputError
+
+TARGETS = {"tc": (1, 4), "wt": (1, 2, 4), "et": (4,)}
+
+
+def _normalised_slice(image, index: int | None, preset: str) -> np.ndarray:
+    from samfast import preprocess
+    from samfast.io import get_slice
+
+    plane = get_slice(image, index)
+    if preset == "auto":
+        preset = "putz" if image.GetDimension() == 3 else "none"
+    if preset == "none":
+        return plane
+    if preset == "putz":  # the paper scales by the whole volume's maximum, not the slice's
+        import SimpleITK as sitk
+
+        volume = sitk.GetArrayViewFromImage(image)
+        if not np.isfinite(volume).all():
+            raise InputError("the volume contains NaN or infinite values")
+        low = min(float(volume.min()), 0.0)
+        high = float(volume.max()) - low
+        if high <= 0:
+            raise InputError("the volume is constant: nothing to segment")
+        return ((plane - low) / high * 255.0).astype(np.float32)
+    try:
+        return preprocess.normalize(plane, preset)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+@guarded
+def predict(
+    image_path: Annotated[Path, typer.Argument(metavar="IMAGE", help="NIfTI/NRRD/MHA volume or a 2D image.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Mask file to write (.nii.gz, .nrrd, .mha, .png).")],
+    box: Annotated[
+        tuple[float, float, float, float] | None,
+        typer.Option("--box", "-b", metavar="X0 Y0 X1 Y1", help="Box in pixel coordinates of the slice."),
+    ] = None,
+    points: Annotated[
+        list[str] | None,
+        typer.Option("--point", "-p", metavar="X,Y,LABEL", help="A click; LABEL 1=foreground 0=background. Repeatable."),
+    ] = None,
+    slice_index: Annotated[int | None, typer.Option("--slice", "-s", help="Axial slice index (3D volumes).")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Registry model name.")] = "litemedsam",
+    backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime.")] = "onnxruntime",
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Official checkpoint file (sha256 checked).")] = None,
+    random_weights: Annotated[bool, typer.Option("--random-weights", help="Random weights (plumbing tests only).")] = False,
+    normalize: Annotated[
+        str, typer.Option("--normalize", help="auto (putz for volumes), putz, medsam-mr, ct-medsam, ct-ren, pet, none.")
+    ] = "auto",
+    multimask: Annotated[bool, typer.Option("--multimask", help="Ask for 3 masks and keep the best-scored one.")] = False,
+    label: Annotated[Path | None, typer.Option("--label", help="Label volume: print Dice of the mask against it.")] = None,
+    target: Annotated[str, typer.Option("--target", help="Label region for --label: tc, wt, et or labels like 1,4.")] = "tc",
+) -> None:
+    """Segment one slice from a box and/or clicks and write the mask with the source geometry."""
+    from samfast import Predictor
+    from samfast.io import atomic_write_bytes, get_slice, read_image, write_mask
+
+    if box is None and not points:
+        raise InputError("give a prompt: --box X0 Y0 X1 Y1 and/or --point X,Y,LABEL")
+    coords, labels = _parse_points(points or [])
+    image = read_image(image_path)
+    plane = _normalised_slice(image, slice_index, normalize)
+    truth = None
+    if label is not None:
+        label_image = read_image(label)
+        if label_image.GetSize() != image.GetSize():
+            raise InputError(f"label size {label_image.GetSize()} differs from image size {image.GetSize()}")
+        truth = np.isin(get_slice(label_image, slice_index), _target_labels(target))
+    if not out.parent.is_dir():
+        raise InputError(f"{out.parent}: output folder does not exist")
+
+    predictor = Predictor(model, backend=backend, device=device, checkpoint=checkpoint,
+                          random_weights=random_weights, log=lambda m: typer.echo(m, err=True))
+    predictor.set_image(plane)
+    masks, scores, _ = predictor.predict(
+        point_coords=coords, point_labels=labels, box=None if box is None else np.array(box),
+        multimask_output=multimask,
+    )
+    best = int(np.argmax(scores))
+    mask = masks[best]
+    index = slice_index if image.GetDimension() == 3 else None
+    # Sidecar first, then the mask: the mask only appears once its provenance is on disk.
+    summary = {"image": str(image_path), "slice": index, "box": box, "points": points,
+               "predicted_iou": float(scores[best]), "mask_pixels": int(mask.sum()),
+               "normalize": normalize, **predictor.describe()}
+    if truth is not None:
+        summary["dice"] = dice(mask, truth)
+    sidecar = out.with_name(out.name.split(".")[0] + ".json")
+    atomic_write_bytes(sidecar, (json.dumps(summary, indent=2) + "\n").encode())
+    stamp_text = f"samfast {predictor.spec.name} {predictor.weights.label}"
+    write_mask(mask.astype(np.uint8), image, out, index=index, description=stamp_text)
+    stamp = "" if not predictor.weights.random else "  [RANDOM WEIGHTS: not a real segmentation]"
+    line = f"wrote {out} ({summary['mask_pixels']} px, predicted IoU {summary['predicted_iou']:.3f}"
+    line += f", Dice vs label {summary['dice']:.3f})" if truth is not None else ")"
+    typer.echo(line + stamp)
+    if not mask.any():
+        typer.echo("warning: the predicted mask is empty", err=True)
+
+
+def _parse_points(points: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if not points:
+        return None, None
+    parsed = []
+    for text in points:
+        parts = text.replace(" ", "").split(",")
+        try:
+            x, y, lab = float(parts[0]), float(parts[1]), int(parts[2])
+        except (ValueError, IndexError):
+            raise InputError(f"--point {text!r}: expected X,Y,LABEL such as 120,96,1") from None
+        parsed.append((x, y, lab))
+    array = np.array(parsed, dtype=np.float32)
+    return array[:, :2], array[:, 2]
+
+
+def _target_labels(target: str) -> tuple[int, ...]:
+    if target in TARGETS:
+        return TARGETS[target]
+    try:
+        return tuple(int(v) for v in target.split(","))
+    except ValueError:
+        raise InputError(f"--target {target!r}: use tc, wt, et or labels like 1,4") from None

@@ -1,0 +1,83 @@
+"""Atomic file writes: write to a temporary file in the target folder, then rename.
+
+A reader never sees a half-written output, and a failed write leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from samfast.errors import InputError
+
+__all__ = ["atomic_path", "atomic_write_bytes", "full_suffix"]
+
+_COMPRESSED = {".gz", ".bz2", ".xz", ".zst"}
+
+
+def full_suffix(path: str | os.PathLike[str]) -> str:
+    """The suffix that selects a file format: '.nii.gz' for 'a.nii.gz', '.png' for 'b.png'."""
+    suffixes = Path(path).suffixes
+    if len(suffixes) >= 2 and suffixes[-1].lower() in _COMPRESSED:
+        return "".join(suffixes[-2:])
+    return suffixes[-1] if suffixes else ""
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _one_line(error: OSError) -> str:
+    return " ".join(str(error.strerror or error).split())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` (same suffix); rename it to ``path`` on success.
+
+    If the body raises, the temporary file is removed and the error propagates. A missing or
+    unwritable output folder, or a failed rename, raises InputError with a one-line message.
+    """
+    target = Path(path)
+    folder = target.parent
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.tmp-", suffix=full_suffix(target))
+    except OSError as error:
+        if not folder.is_dir():
+            raise InputError(f"{target}: output folder {folder} does not exist") from None
+        raise InputError(f"{target}: cannot write here ({_one_line(error)})") from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        # mkstemp creates files with mode 0600; give the result the usual permissions.
+        os.chmod(tmp, 0o666 & ~_umask())
+        try:
+            os.replace(tmp, target)
+        except OSError as error:
+            raise InputError(f"{target}: cannot write here ({_one_line(error)})") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (fsynced before the rename); return the path."""
+    target = Path(path)
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return target

@@ -1,0 +1,220 @@
+"""Intensity normalisation and SAM input geometry for medical images.
+Pure numpy/torch functions; intensity outputs are float32 in [0, 255], never uint8."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.utils.transforms import ResizeLongestSide
+
+# (level, width) in HU. MedSAM's [-500, 1000] and Ren et al.'s soft-tissue window.
+CT_WINDOW_MEDSAM: tuple[float, float] = (250.0, 1500.0)
+CT_WINDOW_REN: tuple[float, float] = (40.0, 400.0)
+
+
+def _as_float32(image: np.ndarray) -> np.ndarray:
+    arr = np.asarray(image, dtype=np.float32)
+    # NaN survives clipping and would silently poison every downstream pixel.
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("image contains NaN or inf values")
+    return arr
+
+
+def _rescale(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    # Casting the bounds to float32 before clipping makes x == hi map to exactly 255.
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    if hi32 <= lo32:
+        return np.zeros(arr.shape, dtype=np.float32)
+    clipped = np.clip(arr, lo32, hi32)
+    return ((clipped - lo32) / (hi32 - lo32) * np.float32(255.0)).astype(np.float32)
+
+
+def normalize_mr_putz(volume: np.ndarray) -> np.ndarray:
+    """Putz et al. MRI rule: divide by the volume maximum and multiply by 255.
+
+    Pass the whole volume, not a slice, so slices keep their relative brightness.
+    Z-scored data has a negative background (e.g. -3.5), so the volume is first
+    shifted by ``min(volume.min(), 0)``; the minimum then becomes exactly 0. For raw,
+    non-negative MRI the shift is zero and this is exactly the paper's rule.
+
+    Raises:
+        ValueError: if the volume is empty, constant, or contains NaN/inf.
+    """
+    arr = _as_float32(volume)
+    if arr.size == 0:
+        raise ValueError("cannot normalise an empty volume")
+    vmin, vmax = float(arr.min()), float(arr.max())
+    if vmax == vmin:
+        raise ValueError(f"cannot normalise a constant volume (every voxel is {vmin})")
+    shifted = arr - np.float32(min(vmin, 0.0))
+    return (shifted / shifted.max() * np.float32(255.0)).astype(np.float32)
+
+
+def normalize_mr_percentile(
+    image: np.ndarray,
+    lower: float = 0.5,
+    upper: float = 99.5,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """MedSAM MRI rule: clip to the [lower, upper] percentiles and rescale to [0, 255].
+
+    Percentiles are taken over ``mask`` voxels when a mask is given (e.g. the brain),
+    otherwise over all voxels; the clip is applied to the whole image. A degenerate
+    range (upper percentile <= lower percentile) yields an all-zero image.
+    """
+    arr = _as_float32(image)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != arr.shape:
+            raise ValueError(f"mask shape {mask.shape} does not match image shape {arr.shape}")
+        values = arr[mask]
+    else:
+        values = arr.ravel()
+    if values.size == 0:
+        raise ValueError("no voxels to compute percentiles from (empty image or mask)")
+    lo, hi = np.percentile(values, [lower, upper])
+    return _rescale(arr, float(lo), float(hi))
+
+
+def window_ct(image: np.ndarray, level: float, width: float) -> np.ndarray:
+    """Clip CT to ``[level - width/2, level + width/2]`` HU and rescale to [0, 255]."""
+    if width <= 0:
+        raise ValueError(f"CT window width must be positive, got {width}")
+    return _rescale(_as_float32(image), level - width / 2.0, level + width / 2.0)
+
+
+def clip_pet_suv(image: np.ndarray, low: float = 0.0, high: float = 6.0) -> np.ndarray:
+    """Clip PET to ``[low, high]`` SUV and rescale to [0, 255]."""
+    if high <= low:
+        raise ValueError(f"SUV range must satisfy high > low, got low={low}, high={high}")
+    return _rescale(_as_float32(image), low, high)
+
+
+def fuse_rgb(
+    ct: np.ndarray,
+    pet: np.ndarray,
+    t1w: np.ndarray,
+    t2w: np.ndarray,
+    ct_window: tuple[float, float] = CT_WINDOW_REN,
+) -> np.ndarray:
+    """Ren et al. multimodal fusion into one H x W x 3 float32 image.
+
+    R = windowed CT, G = PET clipped to 0-6 SUV, B = mean of T1w and T2w, each first
+    clipped to [0th, 99.5th percentile] and scaled to [0, 255] (the paper's "0" is the
+    image minimum here, which equals 0 for raw non-negative MRI).
+    """
+    shapes = {
+        "ct": np.shape(ct),
+        "pet": np.shape(pet),
+        "t1w": np.shape(t1w),
+        "t2w": np.shape(t2w),
+    }
+    if len(set(shapes.values())) != 1:
+        listed = ", ".join(f"{name}={shape}" for name, shape in shapes.items())
+        raise ValueError(f"fuse_rgb needs equally shaped inputs, got {listed}")
+    red = window_ct(ct, *ct_window)
+    green = clip_pet_suv(pet)
+    blue = (normalize_mr_percentile(t1w, lower=0.0) + normalize_mr_percentile(t2w, lower=0.0)) / 2
+    return np.stack([red, green, blue], axis=-1).astype(np.float32)
+
+
+def to_three_channels(image: np.ndarray) -> np.ndarray:
+    """Return an H x W x 3 float32 image from H x W, H x W x 1 or H x W x 3 input."""
+    arr = np.asarray(image, dtype=np.float32)
+    if arr.ndim == 2:
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        return np.repeat(arr, 3, axis=2)
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        return arr
+    raise ValueError(f"expected H x W, H x W x 1 or H x W x 3 image, got shape {arr.shape}")
+
+
+NORMALIZERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "putz": normalize_mr_putz,
+    "medsam-mr": partial(normalize_mr_percentile, lower=0.5, upper=99.5),
+    "ct-medsam": partial(window_ct, level=CT_WINDOW_MEDSAM[0], width=CT_WINDOW_MEDSAM[1]),
+    "ct-ren": partial(window_ct, level=CT_WINDOW_REN[0], width=CT_WINDOW_REN[1]),
+    "pet": partial(clip_pet_suv, low=0.0, high=6.0),
+}
+
+
+def normalize(image: np.ndarray, preset: str) -> np.ndarray:
+    """Apply the normaliser registered under ``preset`` in :data:`NORMALIZERS`."""
+    try:
+        fn = NORMALIZERS[preset]
+    except KeyError:
+        valid = ", ".join(sorted(NORMALIZERS))
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {valid}") from None
+    return fn(image)
+
+
+def preprocess_shape(original_size: tuple[int, int], target_length: int) -> tuple[int, int]:
+    """(H, W) once the longest side of ``original_size`` is scaled to ``target_length``.
+
+    Same rounding as ``ResizeLongestSide.get_preprocess_shape``.
+    """
+    return ResizeLongestSide.get_preprocess_shape(original_size[0], original_size[1], target_length)
+
+
+def resize_longest_side(image: np.ndarray, target_length: int) -> np.ndarray:
+    """Resize H x W x C (or H x W) float image so its longest side is ``target_length``.
+
+    Bilinear with antialiasing on float32, as in SAM's ``apply_image_torch``.
+    """
+    arr = np.asarray(image, dtype=np.float32)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"expected H x W or H x W x C image, got shape {arr.shape}")
+    hwc = arr[:, :, None] if arr.ndim == 2 else arr
+    tensor = torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1)[None]
+    # ResizeLongestSide.apply_image_torch sizes its output from shape[0], shape[1] of a
+    # BCHW tensor, i.e. batch and channels (segment-anything issue #218), so we reuse
+    # its size rule and interpolation settings rather than the method itself.
+    size = preprocess_shape((hwc.shape[0], hwc.shape[1]), target_length)
+    out = F.interpolate(tensor, size, mode="bilinear", align_corners=False, antialias=True)
+    result = out[0].permute(1, 2, 0).numpy().astype(np.float32)
+    return result[:, :, 0] if arr.ndim == 2 else result
+
+
+def pad_to_square(image: np.ndarray, size: int, value: float = 0.0) -> np.ndarray:
+    """Pad H x W or H x W x C on the bottom and right to ``size`` x ``size``.
+
+    SAM expects content anchored top-left so prompt coordinates need no offset.
+    """
+    arr = np.asarray(image, dtype=np.float32)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"expected H x W or H x W x C image, got shape {arr.shape}")
+    h, w = arr.shape[:2]
+    if h > size or w > size:
+        raise ValueError(f"image of shape {arr.shape} does not fit in {size} x {size}")
+    pad = [(0, size - h), (0, size - w)] + [(0, 0)] * (arr.ndim - 2)
+    return np.pad(arr, pad, mode="constant", constant_values=value)
+
+
+def transform_coords(coords: np.ndarray, original_size: tuple[int, int], target_length: int) -> np.ndarray:
+    """Scale (x, y) points, N x 2 or B x N x 2, from ``original_size`` (H, W).
+
+    Output is in the resized frame of :func:`resize_longest_side`.
+    """
+    coords = np.asarray(coords)
+    if coords.ndim < 1 or coords.shape[-1] != 2:
+        raise ValueError(f"coords must end in a dimension of 2 (x, y), got shape {coords.shape}")
+    out = ResizeLongestSide(target_length).apply_coords(coords, tuple(original_size))
+    return out.astype(np.float32)
+
+
+def transform_boxes(boxes: np.ndarray, original_size: tuple[int, int], target_length: int) -> np.ndarray:
+    """Scale (x0, y0, x1, y1) boxes, 4 or B x 4, from ``original_size`` (H, W).
+
+    Output is in the resized frame of :func:`resize_longest_side`.
+    """
+    boxes = np.asarray(boxes)
+    if boxes.ndim not in (1, 2) or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must have shape (4,) or (B, 4), got {boxes.shape}")
+    out = ResizeLongestSide(target_length).apply_boxes(boxes, tuple(original_size))
+    # apply_boxes always returns B x 4; keep a single box as a single box.
+    return out.reshape(boxes.shape).astype(np.float32)
