@@ -55,18 +55,26 @@ def backend_status() -> dict[str, dict]:
 
     cuda = torch.cuda.is_available()
     status = {
-        "torch": {"usable": True, "version": torch.__version__, "cuda": cuda,
-                  "gpu": torch.cuda.get_device_name(0) if cuda else None},
+        "torch": {
+            "usable": True,
+            "version": torch.__version__,
+            "cuda": cuda,
+            "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        },
     }
     providers: list[str] = []
     if importlib.util.find_spec("onnxruntime") is not None:
         import onnxruntime
 
         providers = onnxruntime.get_available_providers()
-    status["onnxruntime"] = {"usable": bool(providers),
-                             "version": version("onnxruntime") or version("onnxruntime-gpu"),
-                             "providers": providers}
-    status["tensorrt"] = {"usable": version("tensorrt") is not None and cuda,
-                          "version": version("tensorrt"),
-                          "note": None if cuda else "needs a CUDA GPU"}
+    status["onnxruntime"] = {
+        "usable": bool(providers),
+        "version": version("onnxruntime") or version("onnxruntime-gpu"),
+        "providers": providers,
+    }
+    status["tensorrt"] = {
+        "usable": version("tensorrt") is not None and cuda,
+        "version": version("tensorrt"),
+        "note": None if cuda else "needs a CUDA GPU",
+    }
     return status

@@ -22,8 +22,14 @@ _DEVICE_PROVIDERS = {
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, folder: Path, low_res_size: int, device: str = "cpu",
-                 precision: str = "fp32", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        low_res_size: int,
+        device: str = "cpu",
+        precision: str = "fp32",
+        threads: int | None = None,
+    ) -> None:
         import onnxruntime as ort  # heavy; only when this backend is chosen
 
         if precision != "fp32":
@@ -58,6 +64,11 @@ class OnnxRuntimeBackend:
         return masks, iou
 
     def describe(self) -> dict:
-        return {"backend": self.name, "device": self.device, "precision": self.precision,
-                "providers": self.providers, "onnxruntime": self._ort_version,
-                "artifacts": str(self.folder)}
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "precision": self.precision,
+            "providers": self.providers,
+            "onnxruntime": self._ort_version,
+            "artifacts": str(self.folder),
+        }

@@ -23,7 +23,10 @@ class TorchBackend:
     def __init__(self, model: Sam, device: str = "cpu", precision: str = "fp32") -> None:
         if precision not in _DTYPES:
             raise InputError(f"precision {precision!r} unknown; choose one of {', '.join(_DTYPES)}")
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except RuntimeError:
+            raise InputError(f"device {device!r} unknown; use cpu, cuda or cuda:N") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise InputError("device cuda asked for, but torch sees no CUDA GPU")
         if precision != "fp32" and self.device.type != "cuda":
@@ -66,5 +69,9 @@ class TorchBackend:
         return masks.float().cpu().numpy(), iou.float().cpu().numpy()
 
     def describe(self) -> dict:
-        return {"backend": self.name, "device": str(self.device), "precision": self.precision,
-                "torch": torch.__version__}
+        return {
+            "backend": self.name,
+            "device": str(self.device),
+            "precision": self.precision,
+            "torch": torch.__version__,
+        }

@@ -40,8 +40,11 @@ def guarded(command: F) -> F:
             if os.environ.get("SAMFAST_DEBUG"):
                 raise
             message = " ".join(str(error).split())[:300]
-            print(f"error: internal error {type(error).__name__}: {message} "
-                  "(rerun with SAMFAST_DEBUG=1 for the traceback)", file=sys.stderr)
+            print(
+                f"error: internal error {type(error).__name__}: {message} "
+                "(rerun with SAMFAST_DEBUG=1 for the traceback)",
+                file=sys.stderr,
+            )
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -26,8 +26,11 @@ def weights_status(name: str) -> str:
     try:
         weights = resolve_weights(name)
     except CheckpointError as error:
-        return f"missing: {error}" if "needs the official" not in str(error) else (
-            f"not present (official {spec.checkpoint_file}; pass --checkpoint or --random-weights)")
+        return (
+            f"missing: {error}"
+            if "needs the official" not in str(error)
+            else (f"not present (official {spec.checkpoint_file}; pass --checkpoint or --random-weights)")
+        )
     return f"present, sha256 verified ({weights.path})"
 
 
@@ -36,9 +39,14 @@ def collect() -> dict:
     from samfast.models import MODEL_REGISTRY
 
     models = {
-        name: {"input_size": spec.input_size, "embedding_shape": list(spec.embedding_shape),
-               "aliases": list(spec.aliases), "weights": weights_status(name), "licence": spec.licence,
-               "description": spec.description}
+        name: {
+            "input_size": spec.input_size,
+            "embedding_shape": list(spec.embedding_shape),
+            "aliases": list(spec.aliases),
+            "weights": weights_status(name),
+            "licence": spec.licence,
+            "description": spec.description,
+        }
         for name, spec in MODEL_REGISTRY.items()
     }
     return {"samfast": __version__, "models": models, "backends": backend_status()}
@@ -63,6 +71,10 @@ def info(
     backends = Table("backend", "usable", "version", "details", title="backends")
     for name, entry in report["backends"].items():
         details = {k: v for k, v in entry.items() if k not in ("usable", "version") and v}
-        backends.add_row(name, "yes" if entry["usable"] else "no", str(entry["version"]),
-                         ", ".join(f"{k}={v}" for k, v in details.items()))
+        backends.add_row(
+            name,
+            "yes" if entry["usable"] else "no",
+            str(entry["version"]),
+            ", ".join(f"{k}={v}" for k, v in details.items()),
+        )
     console.print(backends)

@@ -14,7 +14,10 @@ import typer
 
 from samfast.cli._common import guarded
 from samfast.errors import InputError
+from samfast.eval.metrics import dice
+from samfast.io.atomic import full_suffix
 
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 TARGETS = {"tc": (1, 4), "wt": (1, 2, 4), "et": (4,)}
 
 
@@ -44,35 +47,49 @@ def _normalised_slice(image, index: int | None, preset: str) -> np.ndarray:
         raise InputError(str(error)) from None
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
-
-
 @guarded
 def predict(
     image_path: Annotated[Path, typer.Argument(metavar="IMAGE", help="NIfTI/NRRD/MHA volume or a 2D image.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Mask file to write (.nii.gz, .nrrd, .mha, .png).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Mask file to write (.nii.gz, .nrrd, .mha, .png).")
+    ],
     box: Annotated[
         tuple[float, float, float, float] | None,
         typer.Option("--box", "-b", metavar="X0 Y0 X1 Y1", help="Box in pixel coordinates of the slice."),
     ] = None,
     points: Annotated[
         list[str] | None,
-        typer.Option("--point", "-p", metavar="X,Y,LABEL", help="A click; LABEL 1=foreground 0=background. Repeatable."),
+        typer.Option(
+            "--point", "-p", metavar="X,Y,LABEL", help="A click; LABEL 1=foreground 0=background. Repeatable."
+        ),
     ] = None,
-    slice_index: Annotated[int | None, typer.Option("--slice", "-s", help="Axial slice index (3D volumes).")] = None,
+    slice_index: Annotated[
+        int | None, typer.Option("--slice", "-s", help="Axial slice index (3D volumes).")
+    ] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Registry model name.")] = "litemedsam",
     backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime.")] = "onnxruntime",
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Official checkpoint file (sha256 checked).")] = None,
-    random_weights: Annotated[bool, typer.Option("--random-weights", help="Random weights (plumbing tests only).")] = False,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Official checkpoint file (sha256 checked).")
+    ] = None,
+    random_weights: Annotated[
+        bool, typer.Option("--random-weights", help="Random weights (plumbing tests only).")
+    ] = False,
     normalize: Annotated[
-        str, typer.Option("--normalize", help="auto (putz for volumes), putz, medsam-mr, ct-medsam, ct-ren, pet, none.")
+        str,
+        typer.Option(
+            "--normalize", help="auto (putz for volumes), putz, medsam-mr, ct-medsam, ct-ren, pet, none."
+        ),
     ] = "auto",
-    multimask: Annotated[bool, typer.Option("--multimask", help="Ask for 3 masks and keep the best-scored one.")] = False,
-    label: Annotated[Path | None, typer.Option("--label", help="Label volume: print Dice of the mask against it.")] = None,
-    target: Annotated[str, typer.Option("--target", help="Label region for --label: tc, wt, et or labels like 1,4.")] = "tc",
+    multimask: Annotated[
+        bool, typer.Option("--multimask", help="Ask for 3 masks and keep the best-scored one.")
+    ] = False,
+    label: Annotated[
+        Path | None, typer.Option("--label", help="Label volume: print Dice of the mask against it.")
+    ] = None,
+    target: Annotated[
+        str, typer.Option("--target", help="Label region for --label: tc, wt, et or labels like 1,4.")
+    ] = "tc",
 ) -> None:
     """Segment one slice from a box and/or clicks and write the mask with the source geometry."""
     from samfast import Predictor
@@ -86,38 +103,74 @@ def predict(
     truth = None
     if label is not None:
         label_image = read_image(label)
-        if label_image.GetSize() != image.GetSize():
-            raise InputError(f"label size {label_image.GetSize()} differs from image size {image.GetSize()}")
+        check_same_grid(image, label_image)
         truth = np.isin(get_slice(label_image, slice_index), _target_labels(target))
     if not out.parent.is_dir():
         raise InputError(f"{out.parent}: output folder does not exist")
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; give a mask file name such as mask.nii.gz")
+    if image.GetDimension() == 3 and full_suffix(out).lower() not in VOLUME_SUFFIXES:
+        raise InputError(f"{out}: a mask of a volume needs one of {', '.join(VOLUME_SUFFIXES)}")
 
-    predictor = Predictor(model, backend=backend, device=device, checkpoint=checkpoint,
-                          random_weights=random_weights, log=lambda m: typer.echo(m, err=True))
+    predictor = Predictor(
+        model,
+        backend=backend,
+        device=device,
+        checkpoint=checkpoint,
+        random_weights=random_weights,
+        log=lambda m: typer.echo(m, err=True),
+    )
     predictor.set_image(plane)
     masks, scores, _ = predictor.predict(
-        point_coords=coords, point_labels=labels, box=None if box is None else np.array(box),
+        point_coords=coords,
+        point_labels=labels,
+        box=None if box is None else np.array(box),
         multimask_output=multimask,
     )
     best = int(np.argmax(scores))
     mask = masks[best]
     index = slice_index if image.GetDimension() == 3 else None
-    # Sidecar first, then the mask: the mask only appears once its provenance is on disk.
-    summary = {"image": str(image_path), "slice": index, "box": box, "points": points,
-               "predicted_iou": float(scores[best]), "mask_pixels": int(mask.sum()),
-               "normalize": normalize, **predictor.describe()}
+    summary = {
+        "image": str(image_path),
+        "slice": index,
+        "box": box,
+        "points": points,
+        "predicted_iou": float(scores[best]),
+        "mask_pixels": int(mask.sum()),
+        "normalize": normalize,
+        **predictor.describe(),
+    }
     if truth is not None:
         summary["dice"] = dice(mask, truth)
-    sidecar = out.with_name(out.name.split(".")[0] + ".json")
-    atomic_write_bytes(sidecar, (json.dumps(summary, indent=2) + "\n").encode())
     stamp_text = f"samfast {predictor.spec.name} {predictor.weights.label}"
     write_mask(mask.astype(np.uint8), image, out, index=index, description=stamp_text)
+    try:  # the provenance sidecar; without it the mask is not kept
+        atomic_write_bytes(sidecar_path(out), (json.dumps(summary, indent=2) + "\n").encode())
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
     stamp = "" if not predictor.weights.random else "  [RANDOM WEIGHTS: not a real segmentation]"
     line = f"wrote {out} ({summary['mask_pixels']} px, predicted IoU {summary['predicted_iou']:.3f}"
     line += f", Dice vs label {summary['dice']:.3f})" if truth is not None else ")"
     typer.echo(line + stamp)
     if not mask.any():
         typer.echo("warning: the predicted mask is empty", err=True)
+
+
+def sidecar_path(out: Path) -> Path:
+    """mask.nii.gz -> mask.json (the whole format suffix goes, so case.t1/case.t2 stay apart)."""
+    suffix = full_suffix(out)
+    return out.with_name((out.name[: -len(suffix)] if suffix else out.name) + ".json")
+
+
+def check_same_grid(image, label_image) -> None:
+    for what in ("Size", "Spacing", "Origin", "Direction"):
+        a, b = getattr(image, f"Get{what}")(), getattr(label_image, f"Get{what}")()
+        if not np.allclose(a, b, atol=1e-4):
+            raise InputError(
+                f"label {what.lower()} {tuple(round(v, 4) for v in b)} differs from "
+                f"the image's {tuple(round(v, 4) for v in a)}"
+            )
 
 
 def _parse_points(points: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:

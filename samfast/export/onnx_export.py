@@ -69,14 +69,24 @@ def _export_graph(module, args, path: Path, inputs, outputs, axes, opset: int, p
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python ints
         torch.onnx.export(
-            module, args, str(raw), input_names=inputs, output_names=outputs,
-            dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False,
+            module,
+            args,
+            str(raw),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
         )
     proto = onnx.load(str(raw))  # pulls in any per-tensor external files the exporter wrote
     onnx.helper.set_model_props(proto, props)
     big = proto.ByteSize() > _EXTERNAL_DATA_THRESHOLD
     onnx.save_model(
-        proto, str(path), save_as_external_data=big, all_tensors_to_one_file=True,
+        proto,
+        str(path),
+        save_as_external_data=big,
+        all_tensors_to_one_file=True,
         location=f"{path.name}.data" if big else None,
     )
     shutil.rmtree(raw_dir)
@@ -104,13 +114,27 @@ def export_onnx(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         log(f"exporting {spec.name} encoder to ONNX (opset {opset})")
-        _export_graph(EncoderForExport(model), example_encoder_inputs(spec, batch=2),
-                      tmp / ENCODER_FILE, ENCODER_INPUTS, ENCODER_OUTPUTS, ENCODER_DYNAMIC_AXES,
-                      opset, props | {"graph": "encoder"})
+        _export_graph(
+            EncoderForExport(model),
+            example_encoder_inputs(spec, batch=2),
+            tmp / ENCODER_FILE,
+            ENCODER_INPUTS,
+            ENCODER_OUTPUTS,
+            ENCODER_DYNAMIC_AXES,
+            opset,
+            props | {"graph": "encoder"},
+        )
         log(f"exporting {spec.name} decoder to ONNX")
-        _export_graph(DecoderForExport(model), example_decoder_inputs(spec),
-                      tmp / DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, DECODER_DYNAMIC_AXES,
-                      opset, props | {"graph": "decoder"})
+        _export_graph(
+            DecoderForExport(model),
+            example_decoder_inputs(spec),
+            tmp / DECODER_FILE,
+            DECODER_INPUTS,
+            DECODER_OUTPUTS,
+            DECODER_DYNAMIC_AXES,
+            opset,
+            props | {"graph": "decoder"},
+        )
         names = sorted(p.name for p in tmp.iterdir() if p.is_file())
         manifest = expected_manifest_fields(spec.name, weights, opset) | {
             "created": props["created"],
@@ -121,10 +145,18 @@ def export_onnx(
             "embedding_shape": list(spec.embedding_shape),
             "low_res_size": spec.low_res_size,
             "normalization": spec.normalization,
-            "encoder": {"file": ENCODER_FILE, "inputs": ENCODER_INPUTS,
-                        "outputs": ENCODER_OUTPUTS, "dynamic_axes": ENCODER_DYNAMIC_AXES},
-            "decoder": {"file": DECODER_FILE, "inputs": DECODER_INPUTS,
-                        "outputs": DECODER_OUTPUTS, "dynamic_axes": DECODER_DYNAMIC_AXES},
+            "encoder": {
+                "file": ENCODER_FILE,
+                "inputs": ENCODER_INPUTS,
+                "outputs": ENCODER_OUTPUTS,
+                "dynamic_axes": ENCODER_DYNAMIC_AXES,
+            },
+            "decoder": {
+                "file": DECODER_FILE,
+                "inputs": DECODER_INPUTS,
+                "outputs": DECODER_OUTPUTS,
+                "dynamic_axes": DECODER_DYNAMIC_AXES,
+            },
             "files": file_entries(tmp, names),
         }
         write_manifest(tmp, manifest)

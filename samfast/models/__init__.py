@@ -44,6 +44,10 @@ def resolve_weights(
             raise CheckpointError("give either a checkpoint or random weights, not both")
         return WeightsInfo(random=True, seed=RANDOM_SEED)
     if spec.is_test_config:
+        if checkpoint is not None:
+            raise CheckpointError(
+                f"{spec.name} is a test config with random weights only; it takes no checkpoint"
+            )
         return WeightsInfo(random=True, seed=RANDOM_SEED)
     path = find_checkpoint(spec, checkpoint)
     if path is None:

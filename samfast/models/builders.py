@@ -37,9 +37,7 @@ def _sam_heads(embed_dim: int, grid: int, input_size: int, mlp_dim: int, heads: 
         ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
-            transformer=TwoWayTransformer(
-                depth=2, embedding_dim=embed_dim, mlp_dim=mlp_dim, num_heads=heads
-            ),
+            transformer=TwoWayTransformer(depth=2, embedding_dim=embed_dim, mlp_dim=mlp_dim, num_heads=heads),
             transformer_dim=embed_dim,
             iou_head_depth=3,
             iou_head_hidden_dim=embed_dim,

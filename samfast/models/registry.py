@@ -108,9 +108,7 @@ _ALIASES = {alias: spec.name for spec in MODEL_REGISTRY.values() for alias in sp
 
 def available_models(include_test_configs: bool = False) -> list[str]:
     """Names accepted by build_model (aliases resolve to these)."""
-    return [
-        name for name, spec in MODEL_REGISTRY.items() if include_test_configs or not spec.is_test_config
-    ]
+    return [name for name, spec in MODEL_REGISTRY.items() if include_test_configs or not spec.is_test_config]
 
 
 def get_spec(name: str) -> ModelSpec:

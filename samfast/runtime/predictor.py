@@ -39,8 +39,13 @@ class Predictor:
         self.spec = get_spec(model)
         self.weights = resolve_weights(self.spec.name, checkpoint, random_weights)
         self.backend = create_backend(
-            backend, self.spec.name, self.weights, device, precision,
-            Path(engine_dir) if engine_dir else None, log=log,
+            backend,
+            self.spec.name,
+            self.weights,
+            device,
+            precision,
+            Path(engine_dir) if engine_dir else None,
+            log=log,
         )
         self.reset_image()
 
@@ -104,9 +109,12 @@ class Predictor:
 
     def _check_inside(self, xy: np.ndarray, what: str) -> None:
         height, width = self.original_size
-        if (xy[..., 0] < 0).any() or (xy[..., 1] < 0).any() or (xy[..., 0] > width).any() or (
-            xy[..., 1] > height
-        ).any():
+        if (
+            (xy[..., 0] < 0).any()
+            or (xy[..., 1] < 0).any()
+            or (xy[..., 0] > width).any()
+            or (xy[..., 1] > height).any()
+        ):
             raise InputError(f"{what} lies outside the {width}×{height} image")
 
     def _model_prompts(self, point_coords, point_labels, boxes, mask_input) -> Prompts:
@@ -122,7 +130,11 @@ class Predictor:
             coords = np.asarray(point_coords, dtype=np.float32)
             labels = np.asarray(point_labels, dtype=np.float32)
             if coords.ndim != 3 or coords.shape[2] != 2 or labels.shape != coords.shape[:2]:
-                raise InputError(f"points must be B×N×2 with labels B×N, got {coords.shape} and {labels.shape}")
+                raise InputError(
+                    f"points must be B×N×2 with labels B×N, got {coords.shape} and {labels.shape}"
+                )
+            if not np.isfinite(coords).all():
+                raise InputError("point coordinates must be finite numbers")
             if not np.isin(labels, (0, 1)).all():
                 raise InputError("point labels must be 1 (foreground) or 0 (background)")
             self._check_inside(coords, "a point")
@@ -130,8 +142,10 @@ class Predictor:
             prompts.point_labels = labels
         if boxes is not None:
             boxes = np.asarray(boxes, dtype=np.float32)
-            if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.isfinite(boxes).all():
-                raise InputError(f"boxes must be B×4 finite x0 y0 x1 y1, got shape {boxes.shape}")
+            if boxes.ndim != 2 or boxes.shape[1] != 4:
+                raise InputError(f"boxes must be B×4 x0 y0 x1 y1, got shape {boxes.shape}")
+            if not np.isfinite(boxes).all():
+                raise InputError("box coordinates must be finite numbers")
             if (boxes[:, 2] <= boxes[:, 0]).any() or (boxes[:, 3] <= boxes[:, 1]).any():
                 raise InputError("box is empty or inverted: need x0 < x1 and y0 < y1")
             self._check_inside(boxes.reshape(-1, 2, 2), "the box")
@@ -142,7 +156,9 @@ class Predictor:
             if mask_input.ndim != 4 or mask_input.shape[1:] != (1, low, low):
                 raise InputError(f"mask_input must be B×1×{low}×{low} low-res logits, got {mask_input.shape}")
             prompts.mask_input = mask_input
-        batches = {v.shape[0] for v in (prompts.point_coords, prompts.boxes, prompts.mask_input) if v is not None}
+        batches = {
+            v.shape[0] for v in (prompts.point_coords, prompts.boxes, prompts.mask_input) if v is not None
+        }
         if len(batches) != 1:
             raise InputError(f"prompt fields disagree on the batch size: {sorted(batches)}")
         return prompts
@@ -194,7 +210,9 @@ class Predictor:
             None if point_coords is None else np.asarray(point_coords, np.float32)[None],
             None if point_labels is None else np.asarray(point_labels, np.float32)[None],
             None if box is None else np.asarray(box, np.float32).reshape(1, -1),
-            None if mask_input is None else np.asarray(mask_input, np.float32).reshape(1, 1, *np.shape(mask_input)[-2:]),
+            None
+            if mask_input is None
+            else np.asarray(mask_input, np.float32).reshape(1, 1, *np.shape(mask_input)[-2:]),
             multimask_output,
             return_logits,
         )

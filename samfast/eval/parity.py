@@ -1,0 +1,130 @@
+"""Parity of a backend against the PyTorch fp32 reference, judged by one tolerance table.
+
+The report names the worst element of every output, not only pass or fail (as Polygraphy does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from samfast.eval.metrics import dice
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float | None  # element-wise on raw outputs; None: not compared element-wise (fp16)
+    atol: float | None
+    min_mask_dice: float  # per prompt
+    min_pass_fraction: float  # share of prompts that must reach min_mask_dice
+    max_iou_delta: float  # |Δ predicted IoU|: per prompt for fp32, mean over prompts for fp16
+    iou_delta_is_mean: bool = False
+
+
+# (backend, precision) -> tolerance. fp32 exports must match the reference closely; fp16 engines
+# are judged on the masks and scores a user sees.
+TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    ("onnxruntime", "fp32"): Tolerance(1e-3, 1e-4, 0.999, 1.0, 1e-3),
+    ("torchscript", "fp32"): Tolerance(1e-3, 1e-4, 0.999, 1.0, 1e-3),
+    ("tensorrt", "fp32"): Tolerance(1e-3, 1e-4, 0.999, 1.0, 1e-3),
+    ("torch", "fp16"): Tolerance(None, None, 0.99, 0.99, 0.005, iou_delta_is_mean=True),
+    ("torch", "bf16"): Tolerance(None, None, 0.99, 0.99, 0.005, iou_delta_is_mean=True),
+    ("tensorrt", "fp16"): Tolerance(None, None, 0.99, 0.99, 0.005, iou_delta_is_mean=True),
+}
+
+
+@dataclass
+class OutputError:
+    max_abs: float
+    max_rel: float
+    worst_index: tuple[int, ...]
+    within_tolerance: bool | None
+
+
+@dataclass
+class ParityReport:
+    backend: str
+    precision: str
+    tolerance: Tolerance
+    outputs: dict[str, OutputError] = field(default_factory=dict)
+    mask_dice: list[float] = field(default_factory=list)
+    iou_delta: list[float] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        tol = self.tolerance
+        if any(o.within_tolerance is False for o in self.outputs.values()):
+            return False
+        dices = np.asarray(self.mask_dice)
+        if dices.size and (dices >= tol.min_mask_dice).mean() < tol.min_pass_fraction:
+            return False
+        deltas = np.asarray(self.iou_delta)
+        if deltas.size:
+            worst = deltas.mean() if tol.iou_delta_is_mean else deltas.max()
+            if worst > tol.max_iou_delta:
+                return False
+        return True
+
+    def summary(self) -> dict:
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "passed": self.passed,
+            "tolerance": asdict(self.tolerance),
+            "outputs": {k: asdict(v) for k, v in self.outputs.items()},
+            "prompts": len(self.mask_dice),
+            "min_mask_dice": min(self.mask_dice, default=None),
+            "max_iou_delta": max(self.iou_delta, default=None),
+            "mean_iou_delta": float(np.mean(self.iou_delta)) if self.iou_delta else None,
+        }
+
+
+def tolerance_for(backend: str, precision: str) -> Tolerance:
+    try:
+        return TOLERANCES[(backend, precision)]
+    except KeyError:
+        raise KeyError(f"no parity tolerance for {backend} {precision}") from None
+
+
+def compare_output(reference: np.ndarray, candidate: np.ndarray, tol: Tolerance) -> OutputError:
+    reference = np.asarray(reference, np.float64)
+    candidate = np.asarray(candidate, np.float64)
+    if reference.shape != candidate.shape:
+        raise ValueError(f"output shapes differ: {reference.shape} vs {candidate.shape}")
+    abs_err = np.abs(candidate - reference)
+    if not np.isfinite(candidate).all():
+        return OutputError(float("inf"), float("inf"), (), False if tol.atol is not None else None)
+    rel_err = abs_err / np.maximum(np.abs(reference), 1e-12)
+    worst = np.unravel_index(int(np.argmax(abs_err)), abs_err.shape) if abs_err.size else ()
+    within = None
+    if tol.atol is not None:
+        within = bool(np.all(abs_err <= tol.atol + tol.rtol * np.abs(reference)))
+    return OutputError(
+        float(abs_err.max(initial=0)), float(rel_err.max(initial=0)), tuple(int(i) for i in worst), within
+    )
+
+
+class ParityChecker:
+    """Accumulate outputs of reference and candidate prompt by prompt, then report."""
+
+    def __init__(self, backend: str, precision: str) -> None:
+        self.report = ParityReport(backend, precision, tolerance_for(backend, precision))
+        self._errors: dict[str, list[OutputError]] = {}
+
+    def add_output(self, name: str, reference: np.ndarray, candidate: np.ndarray) -> None:
+        self._errors.setdefault(name, []).append(compare_output(reference, candidate, self.report.tolerance))
+        worst = max(self._errors[name], key=lambda e: e.max_abs)
+        within = [e.within_tolerance for e in self._errors[name]]
+        worst.within_tolerance = None if None in within else all(within)
+        self.report.outputs[name] = worst
+
+    def add_prompt(
+        self,
+        reference_mask: np.ndarray,
+        candidate_mask: np.ndarray,
+        reference_iou: float,
+        candidate_iou: float,
+    ) -> None:
+        self.report.mask_dice.append(dice(reference_mask, candidate_mask))
+        self.report.iou_delta.append(abs(float(reference_iou) - float(candidate_iou)))

@@ -1,0 +1,52 @@
+"""Shared fixtures: the shipped BraTS demo cases and a per-session engine cache.
+
+Tests never write into the repository's engines/ folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "brats_demo"
+CASES = ("BraTS20_Demo_001", "BraTS20_Demo_002")
+TUMOUR_CORE = (1, 4)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine_dir(tmp_path_factory) -> Path:
+    """Exports go to a session-private cache, built once per test session."""
+    folder = tmp_path_factory.mktemp("engines")
+    previous = os.environ.get("SAMFAST_ENGINES")
+    os.environ["SAMFAST_ENGINES"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("SAMFAST_ENGINES", None)
+    else:
+        os.environ["SAMFAST_ENGINES"] = previous
+
+
+def load_case(case: str) -> tuple[np.ndarray, np.ndarray]:
+    """(t1ce volume z,y,x float32, tumour-core mask z,y,x bool) of a shipped demo case."""
+    folder = DEMO / case
+    t1ce = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{case}_t1ce.nii.gz")))
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{case}_seg.nii.gz")))
+    return t1ce.astype(np.float32), np.isin(seg, TUMOUR_CORE)
+
+
+@pytest.fixture(scope="session")
+def demo_cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {case: load_case(case) for case in CASES}
+
+
+def tumour_slices(mask: np.ndarray, count: int, min_area: int = 100) -> list[int]:
+    """``count`` axial slices spread over the tumour's extent, each with >= min_area pixels."""
+    areas = mask.sum(axis=(1, 2))
+    candidates = np.flatnonzero(areas >= min_area)
+    picks = np.linspace(0, candidates.size - 1, count).round().astype(int)
+    return [int(candidates[i]) for i in picks]
