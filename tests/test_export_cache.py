@@ -1,0 +1,104 @@
+"""The engines/ cache: ONNX exports with a manifest, reused while valid, rebuilt when not.
+
+An interrupted export leaves nothing that looks like a finished set.
+"""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+from samfast.export.cache import ensure_onnx, onnx_dir
+from samfast.export.manifest import read_manifest
+from samfast.export.onnx_export import export_onnx
+from samfast.models import build_model, resolve_weights
+from samfast.models.checkpoints import sha256_file
+
+MODEL = "tiny_vit_test"
+
+
+@pytest.fixture()
+def cache(tmp_path):
+    return tmp_path / "engines"
+
+
+def _build(cache, messages=None):
+    log = messages.append if messages is not None else (lambda m: None)
+    return ensure_onnx(MODEL, resolve_weights(MODEL), cache, log=log)
+
+
+def test_first_build_says_what_it_does_and_writes_a_complete_manifest(cache):
+    messages: list[str] = []
+    folder = _build(cache, messages)
+    assert folder == onnx_dir(MODEL, resolve_weights(MODEL), cache)
+    assert any("building ONNX" in m and "no manifest yet" in m for m in messages)
+    manifest = read_manifest(folder)
+    assert manifest["model"] == MODEL and manifest["format"] == "onnx" and manifest["opset"] == 17
+    assert manifest["weights"]["random"] is True and "RANDOM" in manifest["weights"]["label"]
+    assert set(manifest["files"]) == {"encoder.onnx", "decoder.onnx"}
+    for name, entry in manifest["files"].items():
+        assert sha256_file(folder / name) == entry["sha256"]
+    for key in ("samfast", "torch", "onnx", "onnxruntime"):
+        assert manifest["versions"][key]
+    assert manifest["decoder"]["inputs"] == [
+        "image_embeddings",
+        "point_coords",
+        "point_labels",
+        "mask_input",
+        "has_mask_input",
+    ]
+
+
+def test_onnx_files_carry_metadata_and_named_dynamic_axes(cache):
+    folder = _build(cache)
+    encoder = onnx.load(str(folder / "encoder.onnx"))
+    props = {p.key: p.value for p in encoder.metadata_props}
+    assert props["model"] == MODEL and "RANDOM WEIGHTS" in props["weights"]
+    assert encoder.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "slices"
+    decoder = onnx.load(str(folder / "decoder.onnx"))
+    coords = next(i for i in decoder.graph.input if i.name == "point_coords")
+    assert [d.dim_param for d in coords.type.tensor_type.shape.dim[:2]] == ["prompts", "points"]
+
+
+def test_valid_cache_is_reused_without_rebuilding(cache):
+    folder = _build(cache)
+    before = (folder / "encoder.onnx").stat().st_mtime_ns
+    messages: list[str] = []
+    assert _build(cache, messages) == folder
+    assert messages == []
+    assert (folder / "encoder.onnx").stat().st_mtime_ns == before
+
+
+def test_corrupted_file_triggers_a_rebuild(cache):
+    folder = _build(cache)
+    with open(folder / "decoder.onnx", "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\x00\x01\x02")
+    messages: list[str] = []
+    _build(cache, messages)
+    assert any("decoder.onnx does not match its sha256" in m for m in messages)
+    assert read_manifest(folder)["files"]["decoder.onnx"]["sha256"] == sha256_file(folder / "decoder.onnx")
+
+
+def test_manifest_for_other_settings_triggers_a_rebuild(cache):
+    folder = _build(cache)
+    manifest = read_manifest(folder)
+    manifest["opset"] = 16
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    messages: list[str] = []
+    _build(cache, messages)
+    assert any("manifest opset is 16" in m for m in messages)
+
+
+def test_interrupted_export_leaves_no_set_behind(tmp_path):
+    target = tmp_path / "set"
+
+    def interrupt(message: str) -> None:
+        if "decoder" in message:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(build_model(MODEL), target, log=interrupt)
+    assert list(tmp_path.iterdir()) == []
