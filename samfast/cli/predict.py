@@ -14,11 +14,11 @@ import typer
 
 from samfast.cli._common import guarded
 from samfast.errors import InputError
+from samfast.eval.datasets import target_labels
 from samfast.eval.metrics import dice
 from samfast.io.atomic import full_suffix
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-TARGETS = {"tc": (1, 4), "wt": (1, 2, 4), "et": (4,)}
 
 
 def _normalised_slice(image, index: int | None, preset: str) -> np.ndarray:
@@ -93,7 +93,7 @@ def predict(
 ) -> None:
     """Segment one slice from a box and/or clicks and write the mask with the source geometry."""
     from samfast import Predictor
-    from samfast.io import atomic_write_bytes, get_slice, read_image, write_mask
+    from samfast.io import atomic_write_bytes, check_same_grid, get_slice, read_image, write_mask
 
     if box is None and not points:
         raise InputError("give a prompt: --box X0 Y0 X1 Y1 and/or --point X,Y,LABEL")
@@ -103,8 +103,8 @@ def predict(
     truth = None
     if label is not None:
         label_image = read_image(label)
-        check_same_grid(image, label_image)
-        truth = np.isin(get_slice(label_image, slice_index), _target_labels(target))
+        check_same_grid(image, label_image, name=str(label))
+        truth = np.isin(get_slice(label_image, slice_index), target_labels(target))
     if not out.parent.is_dir():
         raise InputError(f"{out.parent}: output folder does not exist")
     if out.is_dir():
@@ -163,16 +163,6 @@ def sidecar_path(out: Path) -> Path:
     return out.with_name((out.name[: -len(suffix)] if suffix else out.name) + ".json")
 
 
-def check_same_grid(image, label_image) -> None:
-    for what in ("Size", "Spacing", "Origin", "Direction"):
-        a, b = getattr(image, f"Get{what}")(), getattr(label_image, f"Get{what}")()
-        if not np.allclose(a, b, atol=1e-4):
-            raise InputError(
-                f"label {what.lower()} {tuple(round(v, 4) for v in b)} differs from "
-                f"the image's {tuple(round(v, 4) for v in a)}"
-            )
-
-
 def _parse_points(points: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
     if not points:
         return None, None
@@ -186,12 +176,3 @@ def _parse_points(points: list[str]) -> tuple[np.ndarray | None, np.ndarray | No
         parsed.append((x, y, lab))
     array = np.array(parsed, dtype=np.float32)
     return array[:, :2], array[:, 2]
-
-
-def _target_labels(target: str) -> tuple[int, ...]:
-    if target in TARGETS:
-        return TARGETS[target]
-    try:
-        return tuple(int(v) for v in target.split(","))
-    except ValueError:
-        raise InputError(f"--target {target!r}: use tc, wt, et or labels like 1,4") from None

@@ -7,6 +7,7 @@ from samfast.io.atomic import atomic_path, atomic_write_bytes
 from samfast.io.images import (
     AXES,
     SliceGeometry,
+    check_same_grid,
     find_demo_data,
     get_slice,
     read_image,
@@ -17,6 +18,7 @@ from samfast.io.images import (
 __all__ = [
     "AXES",
     "SliceGeometry",
+    "check_same_grid",
     "atomic_path",
     "atomic_write_bytes",
     "find_demo_data",

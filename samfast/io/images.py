@@ -278,6 +278,17 @@ def write_mask(
     return path
 
 
+def check_same_grid(image: sitk.Image, other: sitk.Image, name: str = "label") -> None:
+    """Refuse ``other`` unless it has the image's size, spacing, origin and direction."""
+    for what in ("Size", "Spacing", "Origin", "Direction"):
+        ours, theirs = getattr(image, f"Get{what}")(), getattr(other, f"Get{what}")()
+        if not np.allclose(ours, theirs, atol=1e-4):
+            raise InputError(
+                f"{name} {what.lower()} {tuple(round(v, 4) for v in theirs)} differs from "
+                f"the image's {tuple(round(v, 4) for v in ours)}"
+            )
+
+
 def find_demo_data() -> Path:
     """The BraTS demo data folder: $SAMFAST_DEMO_DATA if set, else the repo's data/brats_demo."""
     override = os.environ.get("SAMFAST_DEMO_DATA")

@@ -1,0 +1,114 @@
+"""LiteMedSAM latency, onnxruntime vs torch eager, side by side in one pytest-benchmark run.
+
+Groups (each holds a torch and an onnxruntime benchmark, same thread count, same input):
+
+* ``litemedsam-encoder``: ``backend.encode`` of one (1, 3, 256, 256) preprocessed BraTS slice;
+* ``litemedsam-decoder-1box``: ``backend.decode`` of that slice's embedding with one box prompt;
+* ``litemedsam-decoder-16box``: the same with a batch of 16 boxes.
+
+Only the backend call is timed: image preprocessing, prompt transforms and mask upsampling (which
+Predictor does in torch for every backend) stay outside. Every timed result is checked against
+the torch eager reference, so a broken export is never timed. Nothing here asserts on speed;
+compare.py (and the terminal summary of bench/conftest.py) report the ratios.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+BACKENDS = ("torch", "onnxruntime")  # torch first: the onnxruntime entry records the ratio
+
+ENCODER_ROUNDS, ENCODER_WARMUP = 15, 3
+DECODER_ROUNDS = {1: (30, 3), 16: (10, 2)}  # boxes -> (rounds, warmup rounds)
+# Low-res mask logits reach ~±40; the export reproduces them to ~1e-4 (measured).
+LOGITS_ATOL = 1e-3
+IOU_ATOL = 1e-3
+
+
+
+def load_average() -> float | None:
+    """1-minute load average, recorded beside each timing: these machines are shared and noisy."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+# group -> backend -> median seconds, filled as the run goes (torch runs first in each group).
+_MEDIANS: dict[str, dict[str, float]] = {}
+
+
+def _record(benchmark, bench_backends, slice_input, backend: str, what: str, loadavg_before) -> None:
+    """Thread count, versions, load and (for onnxruntime) the ratio to the torch median."""
+    info = benchmark.extra_info
+    info.update({
+        "backend": backend,
+        "what": what,
+        "model": "litemedsam",
+        "threads": bench_backends.threads,
+        "torch_num_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "input": slice_input.description,
+        "embedding_max_abs_diff": bench_backends.embedding_max_abs_diff,
+        "loadavg_before": loadavg_before,
+        "loadavg_after": load_average(),
+    })
+    if backend == "onnxruntime":
+        session = bench_backends.backend(backend).encoder.get_session_options()
+        info["ort_intra_op_num_threads"] = session.intra_op_num_threads
+    stats = getattr(benchmark, "stats", None)  # None under --benchmark-disable
+    if stats is None:
+        return
+    group = _MEDIANS.setdefault(benchmark.group, {})
+    group[backend] = stats.stats.median
+    if backend != "torch" and "torch" in group:
+        info["speedup_vs_torch_median"] = round(group["torch"] / group[backend], 3)
+
+
+@pytest.fixture(scope="module")
+def reference_decode(bench_backends, slice_input):
+    """torch eager decoder outputs for the 1-box and 16-box prompts (not timed)."""
+    torch_backend = bench_backends.backend("torch")
+    embedding = bench_backends.embeddings["torch"]
+    return {count: torch_backend.decode(embedding, slice_input.prompts(count)) for count in (1, 16)}
+
+
+@pytest.mark.benchmark(group="litemedsam-encoder")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_encoder(benchmark, bench_backends, slice_input, backend):
+    encode = bench_backends.backend(backend).encode
+    batch = slice_input.batch
+    assert batch.shape == (1, 3, 256, 256) and batch.dtype == np.float32
+    before = load_average()
+    embedding = benchmark.pedantic(encode, args=(batch,), rounds=ENCODER_ROUNDS,
+                                   warmup_rounds=ENCODER_WARMUP, iterations=1)
+    _record(benchmark, bench_backends, slice_input, backend, "encoder", before)
+    np.testing.assert_allclose(embedding, bench_backends.embeddings["torch"], rtol=0,
+                               atol=bench_backends.embedding_atol)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("count", [1, 16], ids=["1box", "16box"])
+def test_decoder(benchmark, bench_backends, slice_input, reference_decode, backend, count):
+    benchmark.group = f"litemedsam-decoder-{count}box"
+    predictor = bench_backends.predictors[backend]
+    prompts = slice_input.prompts(count)
+    assert prompts.boxes.shape == (count, 4)
+    embedding = bench_backends.embeddings[backend]  # each backend decodes its own embedding
+    rounds, warmup = DECODER_ROUNDS[count]
+    before = load_average()
+    low_res, iou = benchmark.pedantic(predictor.backend.decode, args=(embedding, prompts), rounds=rounds,
+                                      warmup_rounds=warmup, iterations=1)
+    what = "decoder, 1 box" if count == 1 else f"decoder, {count} boxes"
+    _record(benchmark, bench_backends, slice_input, backend, what, before)
+    ref_low_res, ref_iou = reference_decode[count]
+    side = predictor.spec.low_res_size
+    assert low_res.shape == ref_low_res.shape == (count, 4, side, side)
+    np.testing.assert_allclose(low_res, ref_low_res, rtol=0, atol=LOGITS_ATOL)
+    np.testing.assert_allclose(iou, ref_iou, rtol=0, atol=IOU_ATOL)
