@@ -18,6 +18,8 @@ from pathlib import Path
 REFERENCE = "torch"
 CANDIDATE = "onnxruntime"
 ENCODER_GROUP = "litemedsam-encoder"
+# Flag a group when other processes kept more than this many cores busy while it was timed.
+BUSY_OTHER_CORES = 0.2
 
 
 def _backend(entry: dict) -> str | None:
@@ -50,10 +52,18 @@ def compare(benchmarks: list[dict]) -> list[dict]:
             "ratio": ref["stats"]["median"] / cand["stats"]["median"],
             "threads": threads.pop() if len(threads) == 1 else sorted(threads, key=str),
             "max_loadavg": max(loads) if loads else None,
+            "other_cpu_cores": _max_or_none(
+                info.get("other_processes_cpu_cores") for info in (ref_info, cand_info)
+            ),
         })
     # encoder first, then the rest in file order
     rows.sort(key=lambda row: row["group"] != ENCODER_GROUP)
     return rows
+
+
+def _max_or_none(values) -> float | None:
+    values = [value for value in values if value is not None]
+    return max(values) if values else None
 
 
 def _speed(ratio: float) -> str:
@@ -74,11 +84,17 @@ def report_lines(rows: list[dict], cpu_count: int | None = None) -> list[str]:
         detail = (f"    medians: torch {row['torch_median_s'] * 1e3:.1f} ms, "
                   f"onnxruntime {row['onnxruntime_median_s'] * 1e3:.1f} ms "
                   f"({row['torch_rounds']} / {row['onnxruntime_rounds']} rounds)")
-        if row["max_loadavg"] is not None:
+        busy = False
+        if row.get("other_cpu_cores") is not None:
+            # CPU other processes used during the timing (machine busy time minus the bench's own).
+            detail += f"; other processes used {row['other_cpu_cores']:.2f} cores"
+            busy = row["other_cpu_cores"] > BUSY_OTHER_CORES
+        elif row["max_loadavg"] is not None:
             detail += f"; max 1-min load average {row['max_loadavg']:.2f}"
-            # The bench itself keeps `threads` runnable threads; much more means someone else ran too.
-            if isinstance(threads, int) and row["max_loadavg"] > max(threads, cpu_count or 0) + 1:
-                detail += "  << machine was busy: rerun before trusting this ratio"
+            # The bench keeps `threads` runnable threads itself; much more means someone else ran too.
+            busy = isinstance(threads, int) and row["max_loadavg"] > max(threads, cpu_count or 0) + 1
+        if busy:
+            detail += "  << machine was busy: rerun before trusting this ratio"
         lines.append(detail)
     return lines
 

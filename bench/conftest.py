@@ -38,7 +38,6 @@ EMBEDDING_ATOL = 1e-3
 DEFAULT_THREADS = 2
 
 
-
 def _load_compare():
     """bench/compare.py, loaded by path: bench/ is not a package and ``compare`` is a common name."""
     spec = importlib.util.spec_from_file_location("samfast_bench_compare", BENCH / "compare.py")
@@ -126,15 +125,9 @@ def brats_slice() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _make_predictor(name: str, threads: int) -> Predictor:
-    predictor = Predictor(model=MODEL, backend=name, log=lambda message: None)
+    # threads sizes ONNX Runtime's intra-op pool; torch's is pinned by the pinned_torch_threads fixture.
+    predictor = Predictor(model=MODEL, backend=name, log=lambda message: None, threads=threads)
     if name == "onnxruntime":
-        # Predictor has no threads= pass-through to OnnxRuntimeBackend (its sessions would use
-        # onnxruntime's default pool), so rebuild the backend on the same cached export with
-        # intra_op_num_threads pinned to the torch thread count.
-        from samfast.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        folder = predictor.backend.folder
-        predictor.backend = OnnxRuntimeBackend(folder, predictor.spec.low_res_size, threads=threads)
         actual = predictor.backend.encoder.get_session_options().intra_op_num_threads
         assert actual == threads, f"onnxruntime encoder runs {actual} intra-op threads, wanted {threads}"
     return predictor

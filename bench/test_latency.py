@@ -15,6 +15,7 @@ compare.py (and the terminal summary of bench/conftest.py) report the ratios.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import onnxruntime
@@ -39,11 +40,47 @@ def load_average() -> float | None:
         return None
 
 
+def _busy_seconds() -> float | None:
+    """CPU seconds all processes have spent busy since boot (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    guest = sum(fields[8:10]) if len(fields) > 9 else 0  # already counted in user/nice
+    return (sum(fields) - idle - guest) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuWatch:
+    """How many cores *other* processes kept busy while a benchmark ran (warmup included).
+
+    Machine busy time minus this process's own CPU time, over wall time. The 1-minute load average
+    lags by a minute; this does not, so it is what compare.py uses to flag a disturbed timing.
+    """
+
+    def __enter__(self):
+        self._busy, self._self, self._wall = _busy_seconds(), _self_cpu(), time.perf_counter()
+        self.other_cores = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy, own, wall = _busy_seconds(), _self_cpu(), time.perf_counter()
+        if busy is not None and self._busy is not None and wall > self._wall:
+            other = (busy - self._busy) - (own - self._self)
+            self.other_cores = round(max(other, 0.0) / (wall - self._wall), 3)
+
+
+def _self_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 # group -> backend -> median seconds, filled as the run goes (torch runs first in each group).
 _MEDIANS: dict[str, dict[str, float]] = {}
 
 
-def _record(benchmark, bench_backends, slice_input, backend: str, what: str, loadavg_before) -> None:
+def _record(benchmark, bench_backends, slice_input, backend: str, what: str, loadavg_before, watch) -> None:
     """Thread count, versions, load and (for onnxruntime) the ratio to the torch median."""
     info = benchmark.extra_info
     info.update({
@@ -58,6 +95,7 @@ def _record(benchmark, bench_backends, slice_input, backend: str, what: str, loa
         "embedding_max_abs_diff": bench_backends.embedding_max_abs_diff,
         "loadavg_before": loadavg_before,
         "loadavg_after": load_average(),
+        "other_processes_cpu_cores": watch.other_cores,
     })
     if backend == "onnxruntime":
         session = bench_backends.backend(backend).encoder.get_session_options()
@@ -86,9 +124,10 @@ def test_encoder(benchmark, bench_backends, slice_input, backend):
     batch = slice_input.batch
     assert batch.shape == (1, 3, 256, 256) and batch.dtype == np.float32
     before = load_average()
-    embedding = benchmark.pedantic(encode, args=(batch,), rounds=ENCODER_ROUNDS,
-                                   warmup_rounds=ENCODER_WARMUP, iterations=1)
-    _record(benchmark, bench_backends, slice_input, backend, "encoder", before)
+    with CpuWatch() as watch:
+        embedding = benchmark.pedantic(encode, args=(batch,), rounds=ENCODER_ROUNDS,
+                                       warmup_rounds=ENCODER_WARMUP, iterations=1)
+    _record(benchmark, bench_backends, slice_input, backend, "encoder", before, watch)
     np.testing.assert_allclose(embedding, bench_backends.embeddings["torch"], rtol=0,
                                atol=bench_backends.embedding_atol)
 
@@ -103,10 +142,11 @@ def test_decoder(benchmark, bench_backends, slice_input, reference_decode, backe
     embedding = bench_backends.embeddings[backend]  # each backend decodes its own embedding
     rounds, warmup = DECODER_ROUNDS[count]
     before = load_average()
-    low_res, iou = benchmark.pedantic(predictor.backend.decode, args=(embedding, prompts), rounds=rounds,
-                                      warmup_rounds=warmup, iterations=1)
+    with CpuWatch() as watch:
+        low_res, iou = benchmark.pedantic(predictor.backend.decode, args=(embedding, prompts), rounds=rounds,
+                                          warmup_rounds=warmup, iterations=1)
     what = "decoder, 1 box" if count == 1 else f"decoder, {count} boxes"
-    _record(benchmark, bench_backends, slice_input, backend, what, before)
+    _record(benchmark, bench_backends, slice_input, backend, what, before, watch)
     ref_low_res, ref_iou = reference_decode[count]
     side = predictor.spec.low_res_size
     assert low_res.shape == ref_low_res.shape == (count, 4, side, side)

@@ -26,7 +26,10 @@ def create_backend(
     precision: str = "fp32",
     engine_dir: Path | None = None,
     log: Callable[[str], None] = print,
+    threads: int | None = None,
 ) -> Backend:
+    """``threads`` sets ONNX Runtime's intra-op pool; torch's pool is process-wide
+    (torch.set_num_threads), so it is left to the caller."""
     spec = get_spec(model_name)
     if name == "torch":
         from samfast.backends.torch_backend import TorchBackend
@@ -37,7 +40,7 @@ def create_backend(
         from samfast.export.cache import ensure_onnx
 
         folder = ensure_onnx(spec.name, weights, engine_dir, log=log)
-        return OnnxRuntimeBackend(folder, spec.low_res_size, device, precision)
+        return OnnxRuntimeBackend(folder, spec.low_res_size, device, precision, threads=threads)
     raise InputError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
 

@@ -35,6 +35,7 @@ class Predictor:
         random_weights: bool = False,
         engine_dir: str | os.PathLike | None = None,
         log: Callable[[str], None] = print,
+        threads: int | None = None,
     ) -> None:
         self.spec = get_spec(model)
         self.weights = resolve_weights(self.spec.name, checkpoint, random_weights)
@@ -46,6 +47,7 @@ class Predictor:
             precision,
             Path(engine_dir) if engine_dir else None,
             log=log,
+            threads=threads,
         )
         self.reset_image()
 
