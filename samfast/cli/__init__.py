@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from samfast import __version__
-from samfast.cli import bench, info, predict
+from samfast.cli import bench, export, info, predict
 
 app = typer.Typer(
     name="samfast",
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.command("info")(info.info)
 app.command("predict")(predict.predict)
+app.command("export")(export.export)
 app.add_typer(bench.app, name="bench")
 
 

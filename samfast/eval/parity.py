@@ -128,3 +128,44 @@ class ParityChecker:
     ) -> None:
         self.report.mask_dice.append(dice(reference_mask, candidate_mask))
         self.report.iou_delta.append(abs(float(reference_iou) - float(candidate_iou)))
+
+
+def standard_prompts(truth: np.ndarray) -> list[dict]:
+    """The fixed prompt sets every parity check runs on one slice: a tight box (single and
+    multimask), a box with a click, foreground + background clicks (padding point path)."""
+    from samfast.eval.metrics import bounding_box
+
+    box = bounding_box(truth)
+    ys, xs = np.nonzero(truth)
+    inside = np.array([[xs[len(xs) // 2], ys[len(ys) // 2]]], np.float32)
+    outside = np.array([[box[0] - 5, box[1] - 5]], np.float32).clip(0)
+    return [
+        {"box": box, "multimask_output": False},
+        {"box": box, "multimask_output": True},
+        {"box": box, "point_coords": inside, "point_labels": np.array([1])},
+        {"point_coords": np.vstack([inside, outside]), "point_labels": np.array([1, 0])},
+    ]
+
+
+def compare_predictors(reference, candidate, slices, backend: str, precision: str) -> ParityReport:
+    """Run both predictors on every (image, truth) slice with the standard prompts, each prompt
+    also a second time with the reference's low-res logits fed back, and judge the candidate."""
+    checker = ParityChecker(backend, precision)
+    for image, truth in slices:
+        reference.set_image(image)
+        candidate.set_image(image)
+        checker.add_output(
+            "image_embeddings", reference.get_image_embedding(), candidate.get_image_embedding()
+        )
+        for prompt in standard_prompts(truth):
+            ref = reference.predict(**prompt)
+            got = candidate.predict(**prompt)
+            best = int(np.argmax(ref[1]))
+            feedback = prompt | {"mask_input": ref[2][best : best + 1]}
+            pairs = ((ref, got), (reference.predict(**feedback), candidate.predict(**feedback)))
+            for (r_masks, r_iou, r_low), (c_masks, c_iou, c_low) in pairs:
+                checker.add_output("low_res_masks", r_low, c_low)
+                checker.add_output("iou_predictions", r_iou, c_iou)
+                for k in range(len(r_iou)):
+                    checker.add_prompt(r_masks[k], c_masks[k], r_iou[k], c_iou[k])
+    return checker.report

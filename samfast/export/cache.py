@@ -9,8 +9,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from samfast.export.artifacts import expected_manifest_fields
 from samfast.export.manifest import mismatch_reason
-from samfast.export.onnx_export import DEFAULT_OPSET, expected_manifest_fields, export_onnx
+from samfast.export.onnx_export import DEFAULT_OPSET, export_onnx
 from samfast.models import WeightsInfo, build_model, get_spec
 
 

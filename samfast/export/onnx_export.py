@@ -6,8 +6,6 @@ Runs under torch.no_grad (ViT-H otherwise passes 24 GiB) and writes big graphs w
 from __future__ import annotations
 
 import shutil
-import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -16,13 +14,8 @@ import onnx
 import torch
 from segment_anything.modeling import Sam
 
-from samfast.export.manifest import (
-    EXPORT_SCHEMA,
-    file_entries,
-    software_versions,
-    utc_now,
-    write_manifest,
-)
+from samfast.export.artifacts import build_set
+from samfast.export.manifest import software_versions, utc_now
 from samfast.export.wrappers import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
@@ -50,18 +43,6 @@ DECODER_DYNAMIC_AXES = {
 }
 
 
-def expected_manifest_fields(model_name: str, weights, opset: int, precision: str = "fp32") -> dict:
-    """The manifest fields that decide whether a cached export can be reused."""
-    return {
-        "model": model_name,
-        "format": "onnx",
-        "precision": precision,
-        "opset": opset,
-        "schema": EXPORT_SCHEMA,
-        "weights": {k: v for k, v in weights.as_dict().items() if k != "path"},
-    }
-
-
 def _export_graph(module, args, path: Path, inputs, outputs, axes, opset: int, props: dict) -> None:
     raw_dir = path.parent / f".raw-{path.stem}"
     raw_dir.mkdir()
@@ -81,7 +62,8 @@ def _export_graph(module, args, path: Path, inputs, outputs, axes, opset: int, p
         )
     proto = onnx.load(str(raw))  # pulls in any per-tensor external files the exporter wrote
     onnx.helper.set_model_props(proto, props)
-    big = proto.ByteSize() > _EXTERNAL_DATA_THRESHOLD
+    # Sum the tensors: ByteSize() of a whole proto past 2 GiB is exactly what cannot be serialised.
+    big = sum(t.ByteSize() for t in proto.graph.initializer) > _EXTERNAL_DATA_THRESHOLD
     onnx.save_model(
         proto,
         str(path),
@@ -92,17 +74,11 @@ def _export_graph(module, args, path: Path, inputs, outputs, axes, opset: int, p
     shutil.rmtree(raw_dir)
 
 
-def export_onnx(
-    model: Sam, out_dir: str | Path, opset: int = DEFAULT_OPSET, log: Callable[[str], None] = print
+def write_onnx(
+    model: Sam, folder: Path, opset: int = DEFAULT_OPSET, log: Callable[[str], None] = print
 ) -> dict:
-    """Write encoder.onnx, decoder.onnx and manifest.json into ``out_dir`` atomically.
-
-    Everything goes to a temporary sibling folder that is renamed into place at the end, so an
-    interrupted export never leaves a set that looks complete.
-    """
+    """Write encoder.onnx and decoder.onnx into ``folder``; return their manifest entries."""
     spec, weights = model.samfast_spec, model.samfast_weights
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     props = {
         "samfast_version": software_versions()["samfast"],
         "model": spec.name,
@@ -110,69 +86,60 @@ def export_onnx(
         "input_size": str(spec.input_size),
         "created": utc_now(),
     }
-    started = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        log(f"exporting {spec.name} encoder to ONNX (opset {opset})")
-        _export_graph(
-            EncoderForExport(model),
-            example_encoder_inputs(spec, batch=2),
-            tmp / ENCODER_FILE,
-            ENCODER_INPUTS,
-            ENCODER_OUTPUTS,
-            ENCODER_DYNAMIC_AXES,
-            opset,
-            props | {"graph": "encoder"},
-        )
-        log(f"exporting {spec.name} decoder to ONNX")
-        _export_graph(
-            DecoderForExport(model),
-            example_decoder_inputs(spec),
-            tmp / DECODER_FILE,
-            DECODER_INPUTS,
-            DECODER_OUTPUTS,
-            DECODER_DYNAMIC_AXES,
-            opset,
-            props | {"graph": "decoder"},
-        )
-        names = sorted(p.name for p in tmp.iterdir() if p.is_file())
-        manifest = expected_manifest_fields(spec.name, weights, opset) | {
-            "created": props["created"],
-            "checkpoint_path": weights.path,
-            "export_seconds": round(time.perf_counter() - started, 1),
-            "versions": software_versions(),
-            "input_size": spec.input_size,
-            "embedding_shape": list(spec.embedding_shape),
-            "low_res_size": spec.low_res_size,
-            "normalization": spec.normalization,
-            "encoder": {
-                "file": ENCODER_FILE,
-                "inputs": ENCODER_INPUTS,
-                "outputs": ENCODER_OUTPUTS,
-                "dynamic_axes": ENCODER_DYNAMIC_AXES,
-            },
-            "decoder": {
-                "file": DECODER_FILE,
-                "inputs": DECODER_INPUTS,
-                "outputs": DECODER_OUTPUTS,
-                "dynamic_axes": DECODER_DYNAMIC_AXES,
-            },
-            "files": file_entries(tmp, names),
-        }
-        write_manifest(tmp, manifest)
-        _replace_folder(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log(f"wrote {out_dir} in {manifest['export_seconds']} s")
-    return manifest
+    log(f"exporting {spec.name} encoder to ONNX (opset {opset})")
+    _export_graph(
+        EncoderForExport(model),
+        example_encoder_inputs(spec, batch=2),
+        folder / ENCODER_FILE,
+        ENCODER_INPUTS,
+        ENCODER_OUTPUTS,
+        ENCODER_DYNAMIC_AXES,
+        opset,
+        props | {"graph": "encoder"},
+    )
+    log(f"exporting {spec.name} decoder to ONNX")
+    _export_graph(
+        DecoderForExport(model),
+        example_decoder_inputs(spec),
+        folder / DECODER_FILE,
+        DECODER_INPUTS,
+        DECODER_OUTPUTS,
+        DECODER_DYNAMIC_AXES,
+        opset,
+        props | {"graph": "decoder"},
+    )
+    return {
+        "encoder": {
+            "file": ENCODER_FILE,
+            "inputs": ENCODER_INPUTS,
+            "outputs": ENCODER_OUTPUTS,
+            "dynamic_axes": ENCODER_DYNAMIC_AXES,
+        },
+        "decoder": {
+            "file": DECODER_FILE,
+            "inputs": DECODER_INPUTS,
+            "outputs": DECODER_OUTPUTS,
+            "dynamic_axes": DECODER_DYNAMIC_AXES,
+        },
+    }
 
 
-def _replace_folder(new: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{time.time_ns()}")
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def export_onnx(
+    model: Sam,
+    out_dir: str | Path,
+    opset: int = DEFAULT_OPSET,
+    log: Callable[[str], None] = print,
+    verify: Callable[[Path], dict] | None = None,
+) -> dict:
+    """Write an onnx-fp32 set (graphs + manifest.json) into ``out_dir`` atomically."""
+    return build_set(
+        Path(out_dir),
+        model.samfast_spec,
+        model.samfast_weights,
+        "onnx",
+        "fp32",
+        opset,
+        lambda tmp: write_onnx(model, tmp, opset, log),
+        verify,
+        log,
+    )

@@ -117,14 +117,45 @@ def verify_checkpoint(spec, path: Path) -> str:
     if digest == spec.checkpoint_sha256:
         return digest
     owner = next((s.name for s in MODEL_REGISTRY.values() if s.checkpoint_sha256 == digest), None)
+    fit = tensor_mismatch(spec, path)
     if owner:
         raise CheckpointError(
-            f"checkpoint {path} is the {owner} checkpoint, not {spec.name}'s {spec.checkpoint_file}"
+            f"checkpoint {path} is the {owner} checkpoint, not {spec.name}'s {spec.checkpoint_file}: {fit}"
         )
     raise CheckpointError(
         f"checkpoint {path}: sha256 {digest[:16]}… does not match {spec.name}'s "
-        f"{spec.checkpoint_file} (expected {spec.checkpoint_sha256[:16]}…)"
+        f"{spec.checkpoint_file} (expected {spec.checkpoint_sha256[:16]}…); {fit}"
     )
+
+
+def _state_dict(obj) -> dict:
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    return obj
+
+
+def tensor_mismatch(spec, path: Path) -> str:
+    """One line saying which tensors of ``path`` do not fit ``spec``'s model (shapes only: the
+    model is built on the meta device and the file is memory-mapped, so this is cheap)."""
+    try:
+        state = _state_dict(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
+    except Exception:
+        return "it is not a loadable PyTorch state dict"
+    if not isinstance(state, dict):
+        return "it is not a PyTorch state dict"
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in spec.builder().state_dict().items()}
+    given = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    wrong = [f"{k} {given[k]} vs {expected[k]}" for k in expected if k in given and given[k] != expected[k]]
+    fitting = len(expected) - len(missing) - len(wrong)
+    parts = [f"{fitting} of {len(expected)} {spec.name} tensors fit"]
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+        if keys:
+            parts.append(f"{len(keys)} {label} (e.g. {keys[0]})")
+    return ", ".join(parts)
 
 
 def load_state(model: torch.nn.Module, path: Path) -> None:
@@ -132,9 +163,7 @@ def load_state(model: torch.nn.Module, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt pickles raise many types
         raise CheckpointError(f"checkpoint {path}: cannot be read ({type(exc).__name__})") from exc
-    for key in ("model", "state_dict"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
+    state = _state_dict(state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -51,6 +51,16 @@ class Predictor:
         )
         self.reset_image()
 
+    @classmethod
+    def from_backend(cls, model: str, weights, backend) -> Predictor:
+        """A predictor over an already-built backend (e.g. an artifact set being verified)."""
+        predictor = cls.__new__(cls)
+        predictor.spec = get_spec(model)
+        predictor.weights = weights
+        predictor.backend = backend
+        predictor.reset_image()
+        return predictor
+
     # -- image -------------------------------------------------------------------------------
 
     def reset_image(self) -> None:
