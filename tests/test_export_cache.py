@@ -33,7 +33,7 @@ def test_first_build_says_what_it_does_and_writes_a_complete_manifest(cache):
     messages: list[str] = []
     folder = _build(cache, messages)
     assert folder == onnx_dir(MODEL, resolve_weights(MODEL), cache)
-    assert any("building ONNX" in m and "no manifest yet" in m for m in messages)
+    assert any("building onnx" in m and "no manifest yet" in m for m in messages)
     manifest = read_manifest(folder)
     assert manifest["model"] == MODEL and manifest["format"] == "onnx" and manifest["opset"] == 17
     assert manifest["weights"]["random"] is True and "RANDOM" in manifest["weights"]["label"]

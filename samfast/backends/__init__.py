@@ -15,7 +15,9 @@ from samfast.models import WeightsInfo, build_model, get_spec
 
 __all__ = ["BACKENDS", "Backend", "Prompts", "backend_status", "create_backend"]
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "torchscript", "tensorrt")
+# backend -> the export format it runs
+BACKEND_FORMATS = {"onnxruntime": "onnx", "torchscript": "torchscript", "tensorrt": "engine"}
 
 
 def create_backend(
@@ -35,13 +37,31 @@ def create_backend(
         from samfast.backends.torch_backend import TorchBackend
 
         return TorchBackend(build_model(spec.name, weights=weights), device, precision)
-    if name == "onnxruntime":
-        from samfast.backends.onnxruntime_backend import OnnxRuntimeBackend
-        from samfast.export.cache import ensure_onnx
+    if name not in BACKEND_FORMATS:
+        raise InputError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    from samfast.export.cache import ensure_set
 
-        folder = ensure_onnx(spec.name, weights, engine_dir, log=log)
+    # ONNX/TorchScript sets are fp32 graphs; engines are built per precision.
+    set_precision = precision if name == "tensorrt" else "fp32"
+    folder = ensure_set(spec.name, weights, BACKEND_FORMATS[name], set_precision, engine_dir, log=log)
+    return open_set(BACKEND_FORMATS[name], folder, spec, device, precision, threads)
+
+
+def open_set(
+    fmt: str, folder: Path, spec, device: str = "cpu", precision: str = "fp32", threads: int | None = None
+) -> Backend:
+    """The runtime backend over one exported set."""
+    if fmt == "onnx":
+        from samfast.backends.onnxruntime_backend import OnnxRuntimeBackend
+
         return OnnxRuntimeBackend(folder, spec.low_res_size, device, precision, threads=threads)
-    raise InputError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    if fmt == "torchscript":
+        from samfast.backends.torchscript_backend import TorchScriptBackend
+
+        return TorchScriptBackend(folder, spec.low_res_size, device, precision)
+    from samfast.backends.tensorrt_backend import TensorRTBackend
+
+    return TensorRTBackend(folder, spec.low_res_size, "cuda" if device == "cpu" else device, precision)
 
 
 def backend_status() -> dict[str, dict]:
@@ -75,9 +95,9 @@ def backend_status() -> dict[str, dict]:
         "version": version("onnxruntime") or version("onnxruntime-gpu"),
         "providers": providers,
     }
-    status["tensorrt"] = {
-        "usable": version("tensorrt") is not None and cuda,
-        "version": version("tensorrt"),
-        "note": None if cuda else "needs a CUDA GPU",
-    }
+    status["torchscript"] = {"usable": True, "version": torch.__version__}
+    from samfast.export.tensorrt_build import tensorrt_available
+
+    usable, reason = tensorrt_available()
+    status["tensorrt"] = {"usable": usable, "version": version("tensorrt"), "note": reason or None}
     return status

@@ -22,7 +22,9 @@ def print_formats() -> None:
 
     table = Table("format", "suffix", "precisions", "needs", "loaded by", title="export formats")
     for f in EXPORT_FORMATS.values():
-        needs = " + ".join(n for n, flag in (("CUDA GPU", f.needs_gpu), ("TensorRT", f.needs_tensorrt)) if flag)
+        needs = " + ".join(
+            n for n, flag in (("CUDA GPU", f.needs_gpu), ("TensorRT", f.needs_tensorrt)) if flag
+        )
         table.add_row(f.name, f.suffix, ", ".join(f.precisions), needs or "-", f"{f.backend} backend")
     Console().print(table)
 

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from samfast import __version__
@@ -66,7 +67,9 @@ def info(
     models = Table("model", "input", "weights", "licence", title="models")
     for name, entry in report["models"].items():
         alias = f" ({', '.join(entry['aliases'])})" if entry["aliases"] else ""
-        models.add_row(name + alias, str(entry["input_size"]), entry["weights"], entry["licence"])
+        models.add_row(
+            name + alias, str(entry["input_size"]), escape(entry["weights"]), escape(entry["licence"])
+        )
     console.print(models)
     backends = Table("backend", "usable", "version", "details", title="backends")
     for name, entry in report["backends"].items():
@@ -75,6 +78,6 @@ def info(
             name,
             "yes" if entry["usable"] else "no",
             str(entry["version"]),
-            ", ".join(f"{k}={v}" for k, v in details.items()),
+            escape(", ".join(f"{k}={v}" for k, v in details.items())),
         )
     console.print(backends)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from samfast.errors import InputError, SamfastError
 from samfast.export.manifest import EXPORT_SCHEMA, file_entries, software_versions, utc_now, write_manifest
+from samfast.io.atomic import publish_permissions
 
 
 class ParityFailure(SamfastError):
@@ -78,6 +79,7 @@ def build_set(
             if not manifest["parity"]["passed"]:
                 raise ParityFailure(_failure_line(fmt, precision, manifest["parity"]), manifest["parity"])
         write_manifest(tmp, manifest)
+        publish_permissions(tmp)
         replace_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -134,7 +134,7 @@ def _writer(item: PlannedSet, model, request: ExportRequest, root: Path, log) ->
 
     def engines(tmp: Path) -> dict:
         from samfast.export.cache import ensure_onnx
-        from samfast.export.tensorrt_build import write_engines
+        from samfast.export.tensorrt_build import gpu_identity, write_engines
 
         onnx_folder = ensure_onnx(
             model.samfast_spec.name, model.samfast_weights, root.parent.parent, request.opset, log
@@ -148,8 +148,14 @@ def _writer(item: PlannedSet, model, request: ExportRequest, root: Path, log) ->
             request.max_prompts,
             request.max_points,
             request.workspace_gib,
-            timing_cache=root / "tensorrt-timing.cache",
+            timing_cache=_timing_cache_path(root, gpu_identity()),
             log=log,
         )
 
     return engines
+
+
+def _timing_cache_path(root: Path, identity: dict) -> Path:
+    """One timing cache per GPU architecture and TensorRT version: others' timings do not apply."""
+    tag = f"sm{identity['compute_capability']}-trt{identity['tensorrt']}".replace(".", "_")
+    return root / f"tensorrt-timing-{tag}.cache"

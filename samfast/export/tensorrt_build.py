@@ -179,7 +179,7 @@ def _restore_float_outputs(onnx, model, original: dict[str, int]) -> None:
 
 
 def _build_engine(trt, builder, logger, onnx_path: Path, shapes: dict, precision: str, config_args: dict):
-    """Parse, configure and build one engine; returns (serialized engine, pinned count, io names, cache)."""
+    """Parse, configure, build one engine: (engine, FP32-pinned count, inputs, outputs, timing cache)."""
     if not onnx_path.is_file():
         raise SamfastError(f"{onnx_path} is missing: export the ONNX graphs first")
     work = None
@@ -211,9 +211,13 @@ def _build_engine(trt, builder, logger, onnx_path: Path, shapes: dict, precision
         for name, (low, opt, high) in shapes.items():
             profile.set_shape(name, tuple(low), tuple(opt), tuple(high))
         config.add_optimization_profile(profile)
-        cache = config.create_timing_cache(config_args["cache_bytes"])
-        if not config.set_timing_cache(cache, ignore_mismatch=False):
-            config_args["log"]("the timing cache belongs to another GPU or TensorRT; starting a new one")
+        try:
+            cache = config.create_timing_cache(config_args["cache_bytes"])
+            accepted = cache is not None and config.set_timing_cache(cache, ignore_mismatch=False)
+        except (RuntimeError, TypeError, ValueError):
+            accepted = False
+        if not accepted:  # written by another GPU or TensorRT version
+            config_args["log"]("the timing cache does not fit this GPU or TensorRT; starting a new one")
             cache = config.create_timing_cache(b"")
             config.set_timing_cache(cache, ignore_mismatch=False)
         serialized = builder.build_serialized_network(network, config)

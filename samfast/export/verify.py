@@ -38,31 +38,16 @@ def parity_slices(per_case: int = SLICES_PER_CASE) -> tuple[tuple[np.ndarray, np
     return tuple(slices)
 
 
-def open_backend(fmt: str, folder: Path, spec, precision: str, device: str = "cpu"):
-    """The runtime backend that loads one exported set."""
-    backend = EXPORT_FORMATS[fmt].backend
-    if backend == "onnxruntime":
-        from samfast.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(folder, spec.low_res_size, device)
-    if backend == "torchscript":
-        from samfast.backends.torchscript_backend import TorchScriptBackend
-
-        return TorchScriptBackend(folder, spec.low_res_size, device)
-    from samfast.backends.tensorrt_backend import TensorRTBackend
-
-    return TensorRTBackend(folder, spec.low_res_size, "cuda", precision)
-
-
 def verify_set(model, fmt: str, precision: str, folder: Path) -> dict:
     """Parity summary (with "passed") of the set in ``folder`` against ``model`` in fp32 eager."""
+    from samfast.backends import open_set
     from samfast.backends.torch_backend import TorchBackend
     from samfast.eval.parity import compare_predictors
     from samfast.runtime.predictor import Predictor
 
     spec, weights = model.samfast_spec, model.samfast_weights
     reference = Predictor.from_backend(spec.name, weights, TorchBackend(model))
-    candidate = Predictor.from_backend(spec.name, weights, open_backend(fmt, folder, spec, precision))
+    candidate = Predictor.from_backend(spec.name, weights, open_set(fmt, folder, spec, "cpu", precision))
     report = compare_predictors(reference, candidate, parity_slices(), EXPORT_FORMATS[fmt].backend, precision)
     data = "shipped BraTS demo cases, tumour core"
     return report.summary() | {"slices": len(parity_slices()), "data": data}

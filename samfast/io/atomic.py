@@ -13,7 +13,7 @@ from pathlib import Path
 
 from samfast.errors import InputError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "full_suffix"]
+__all__ = ["atomic_path", "atomic_write_bytes", "full_suffix", "publish_permissions"]
 
 _COMPRESSED = {".gz", ".bz2", ".xz", ".zst"}
 
@@ -37,6 +37,15 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def publish_permissions(folder: Path) -> None:
+    """Give a folder made by mkdtemp (0700) and its files the modes a plain mkdir/open would."""
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for item in Path(folder).iterdir():
+        if item.is_file():
+            os.chmod(item, 0o666 & ~mask)
 
 
 def _one_line(error: OSError) -> str:

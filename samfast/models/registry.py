@@ -44,24 +44,43 @@ _SAM_MEAN = (123.675, 116.28, 103.53)
 _SAM_STD = (58.395, 57.12, 57.375)
 
 
-
 def _official_sam(name, builder, file, sha256, size, description) -> ModelSpec:
     """Meta's released SAM checkpoints: 1024 input, ImageNet normalisation on 0..255."""
-    return ModelSpec(name=name, builder=builder, input_size=1024, embedding_shape=(256, 64, 64),
-                     normalization="imagenet", pixel_mean=_SAM_MEAN, pixel_std=_SAM_STD,
-                     checkpoint_file=file, checkpoint_sha256=sha256, checkpoint_size=size,
-                     licence="Apache-2.0 (Meta AI, segment-anything)", description=description)
+    return ModelSpec(
+        name=name,
+        builder=builder,
+        input_size=1024,
+        embedding_shape=(256, 64, 64),
+        normalization="imagenet",
+        pixel_mean=_SAM_MEAN,
+        pixel_std=_SAM_STD,
+        checkpoint_file=file,
+        checkpoint_sha256=sha256,
+        checkpoint_size=size,
+        licence="Apache-2.0 (Meta AI, segment-anything)",
+        description=description,
+    )
 
 
 MODEL_REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        _official_sam("vit_h", builders.build_vit_h, "sam_vit_h_4b8939.pth",
-                      "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2564550879,
-                      "SAM ViT-H (Kirillov et al. 2023); used by Putz et al. on BraTS"),
-        _official_sam("vit_b", builders.build_vit_b, "sam_vit_b_01ec64.pth",
-                      "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375042383,
-                      "SAM ViT-B; the backbone MedSAM fine-tunes"),
+        _official_sam(
+            "vit_h",
+            builders.build_vit_h,
+            "sam_vit_h_4b8939.pth",
+            "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+            2564550879,
+            "SAM ViT-H (Kirillov et al. 2023); used by Putz et al. on BraTS",
+        ),
+        _official_sam(
+            "vit_b",
+            builders.build_vit_b,
+            "sam_vit_b_01ec64.pth",
+            "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            375042383,
+            "SAM ViT-B; the backbone MedSAM fine-tunes",
+        ),
         ModelSpec(
             name="litemedsam",
             builder=builders.build_litemedsam,
