@@ -163,3 +163,18 @@ def test_vit_b_random_weights_exports_to_onnx_with_parity(tmp_path):
     assert "RANDOM WEIGHTS" in result.stdout
     manifest = json.loads(next(tmp_path.rglob("manifest.json")).read_text())
     assert manifest["weights"]["random"] and manifest["parity"]["passed"]
+
+
+@pytest.mark.slow
+def test_vit_h_random_weights_exports_to_onnx_with_one_external_data_file(tmp_path):
+    """ViT-H's encoder passes protobuf's 2 GiB limit: its tensors go to one .data file."""
+    import onnx
+
+    result = run("--model", "vit_h", "--random-weights", "--format", "onnx", "--no-verify", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "vit_h" / "random-seed0" / "onnx-fp32"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"encoder.onnx", "encoder.onnx.data", "decoder.onnx"}
+    assert manifest["files"]["encoder.onnx.data"]["bytes"] > 2**31
+    assert manifest["files"]["encoder.onnx"]["bytes"] < 10 * 2**20
+    onnx.checker.check_model(str(folder / "encoder.onnx"))

@@ -1,4 +1,4 @@
-"""Export of registry models to deployable artifacts (ONNX today) with a manifest per set.
+"""Export of registry models to ONNX, TorchScript and TensorRT sets, each with a manifest.
 
 ``wrappers`` says what the model looks like to an exporter; ``onnx`` writes the files.
 """
