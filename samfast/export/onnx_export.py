@@ -17,14 +17,17 @@ from segment_anything.modeling import Sam
 from samfast.export.artifacts import build_set
 from samfast.export.manifest import software_versions, utc_now
 from samfast.export.wrappers import (
+    DECODER_DYNAMIC_AXES,
     DECODER_INPUTS,
     DECODER_OUTPUTS,
+    ENCODER_DYNAMIC_AXES,
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
     DecoderForExport,
     EncoderForExport,
     example_decoder_inputs,
     example_encoder_inputs,
+    graph_entries,
 )
 
 DEFAULT_OPSET = 17
@@ -32,15 +35,6 @@ ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 # protobuf cannot hold more than 2 GiB; stay clear of it.
 _EXTERNAL_DATA_THRESHOLD = 1 << 30
-
-ENCODER_DYNAMIC_AXES = {"images": {0: "slices"}, "image_embeddings": {0: "slices"}}
-DECODER_DYNAMIC_AXES = {
-    "point_coords": {0: "prompts", 1: "points"},
-    "point_labels": {0: "prompts", 1: "points"},
-    "mask_input": {0: "prompts"},
-    "iou_predictions": {0: "prompts"},
-    "low_res_masks": {0: "prompts"},
-}
 
 
 def _export_graph(module, args, path: Path, inputs, outputs, axes, opset: int, props: dict) -> None:
@@ -108,20 +102,7 @@ def write_onnx(
         opset,
         props | {"graph": "decoder"},
     )
-    return {
-        "encoder": {
-            "file": ENCODER_FILE,
-            "inputs": ENCODER_INPUTS,
-            "outputs": ENCODER_OUTPUTS,
-            "dynamic_axes": ENCODER_DYNAMIC_AXES,
-        },
-        "decoder": {
-            "file": DECODER_FILE,
-            "inputs": DECODER_INPUTS,
-            "outputs": DECODER_OUTPUTS,
-            "dynamic_axes": DECODER_DYNAMIC_AXES,
-        },
-    }
+    return graph_entries(ENCODER_FILE, DECODER_FILE)
 
 
 def export_onnx(

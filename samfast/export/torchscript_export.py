@@ -17,7 +17,6 @@ from segment_anything.modeling import Sam
 from torch import nn
 
 from samfast.export.manifest import software_versions, utc_now
-from samfast.export.onnx_export import DECODER_DYNAMIC_AXES, ENCODER_DYNAMIC_AXES
 from samfast.export.wrappers import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
@@ -27,6 +26,7 @@ from samfast.export.wrappers import (
     EncoderForExport,
     example_decoder_inputs,
     example_encoder_inputs,
+    graph_entries,
 )
 
 ENCODER_FILE = "encoder.pt"
@@ -121,20 +121,7 @@ def write_torchscript(model: Sam, folder: Path, log: Callable[[str], None] = pri
         "decoder",
     )
     _save(decoder, folder / DECODER_FILE, props | _io("decoder", DECODER_INPUTS, DECODER_OUTPUTS))
-    return {
-        "encoder": {
-            "file": ENCODER_FILE,
-            "inputs": ENCODER_INPUTS,
-            "outputs": ENCODER_OUTPUTS,
-            "dynamic_axes": ENCODER_DYNAMIC_AXES,
-        },
-        "decoder": {
-            "file": DECODER_FILE,
-            "inputs": DECODER_INPUTS,
-            "outputs": DECODER_OUTPUTS,
-            "dynamic_axes": DECODER_DYNAMIC_AXES,
-        },
-    }
+    return graph_entries(ENCODER_FILE, DECODER_FILE)
 
 
 def _io(graph: str, inputs: list[str], outputs: list[str]) -> dict:

@@ -18,6 +18,32 @@ ENCODER_INPUTS = ["images"]
 ENCODER_OUTPUTS = ["image_embeddings"]
 DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
 DECODER_OUTPUTS = ["iou_predictions", "low_res_masks"]
+ENCODER_DYNAMIC_AXES = {"images": {0: "slices"}, "image_embeddings": {0: "slices"}}
+DECODER_DYNAMIC_AXES = {
+    "point_coords": {0: "prompts", 1: "points"},
+    "point_labels": {0: "prompts", 1: "points"},
+    "mask_input": {0: "prompts"},
+    "iou_predictions": {0: "prompts"},
+    "low_res_masks": {0: "prompts"},
+}
+
+
+def graph_entries(encoder_file: str, decoder_file: str) -> dict:
+    """Manifest entries describing both graphs' interface, whatever the file format."""
+    return {
+        "encoder": {
+            "file": encoder_file,
+            "inputs": ENCODER_INPUTS,
+            "outputs": ENCODER_OUTPUTS,
+            "dynamic_axes": ENCODER_DYNAMIC_AXES,
+        },
+        "decoder": {
+            "file": decoder_file,
+            "inputs": DECODER_INPUTS,
+            "outputs": DECODER_OUTPUTS,
+            "dynamic_axes": DECODER_DYNAMIC_AXES,
+        },
+    }
 
 
 def _patch_merging_forward(self, x: torch.Tensor) -> torch.Tensor:
