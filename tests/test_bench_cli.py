@@ -102,3 +102,52 @@ def test_case_with_image_but_no_label_is_refused(one_case, tmp_path):
     (one_case / CASE / f"{CASE}_seg.nii.gz").unlink()
     result = bench("--data", one_case, "--out", tmp_path / "run")
     assert result.exit_code == 2 and "has no label" in result.stderr
+
+
+def torch_only(data, out):
+    return ("--data", data, "--out", out, "--min-area", 1000, "--backend", "torch", "--reference", "torch")
+
+
+def point_rows(out):
+    timing = ("set_image_ms", "protocol_ms")
+    return [{k: v for k, v in r.items() if k not in timing} for r in rows(out)]
+
+
+def test_points_putz_protocol_writes_step_curves_and_resumes(one_case, tmp_path):
+    out = tmp_path / "run"
+    args = torch_only(one_case, out)
+    result = bench(*args, "--protocol", "points-putz")
+    assert result.exit_code == 0, result.output
+    assert "points-putz" in result.stdout and "torch suggested" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["protocol"] == "points-putz" and summary["config"]["seed"] == 0
+    entry = summary["protocols"]["points-putz"]["torch"]
+    complete = point_rows(out)
+    assert entry["slices"] == len(complete) > 10
+    assert len(entry["mean_iou_oracle"]) == len(entry["mean_iou_suggested"]) == 9
+    assert all(o >= s for o, s in zip(entry["mean_iou_oracle"], entry["mean_iou_suggested"], strict=True))
+    assert entry["mean_best_iou_oracle"] >= max(entry["mean_iou_oracle"]) - 1e-12
+    for row in complete:
+        assert row["protocol"] == "points-putz" and 1 <= len(row["steps"]) <= 9
+        assert row["steps"][0]["points"][0][2] == 1
+    lines = (out / "slices.jsonl").read_text().splitlines()
+    (out / "slices.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][:60])
+    assert bench(*args, "--protocol", "points-putz").exit_code == 0
+    assert point_rows(out) == complete  # same rows, same order, nothing redone twice
+
+
+def test_mazurowski_protocol_is_reproducible_for_a_seed(one_case, tmp_path):
+    runs = []
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        out = tmp_path / name
+        args = torch_only(one_case, out)
+        assert bench(*args, "--protocol", "points-mazurowski", "--seed", seed).exit_code == 0
+        runs.append(point_rows(out))
+    assert runs[0] == runs[1]
+    points = [[r["steps"][-1]["points"] for r in run] for run in runs]
+    assert points[0] != points[2]  # random tie-breaks really depend on the seed
+
+
+def test_unknown_protocol_is_refused(one_case, tmp_path):
+    result = bench("--data", one_case, "--out", tmp_path / "run", "--protocol", "clicks")
+    assert result.exit_code == 2 and "protocol 'clicks'" in result.stderr

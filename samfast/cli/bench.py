@@ -1,4 +1,4 @@
-"""`samfast bench brats`: box prompts on BraTS cases, every backend side by side with the reference.
+"""`samfast bench brats`: prompt protocols on BraTS cases, every backend side by side with the reference.
 
 Resumable: rerunning with the same --out continues where an interrupted run stopped.
 """
@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from samfast.cli._common import guarded
+from samfast.errors import InputError
 
 app = typer.Typer(help="Benchmarks: accuracy parity with the reference and latency.", no_args_is_help=True)
 
@@ -49,15 +50,26 @@ def brats(
     ] = False,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
     fresh: Annotated[bool, typer.Option("--fresh", help="Discard earlier results in --out.")] = False,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            help="box (tight box, parity), points-putz, points-mazurowski, box-points or all.",
+        ),
+    ] = "box",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random prompt choices.")] = 0,
 ) -> None:
-    """Tight tumour boxes on every target slice; Dice, 3D Dice, parity and speed per backend."""
+    """Prompt protocols on every target slice; --protocol box: Dice, 3D Dice, parity and speed."""
     from samfast import Predictor
     from samfast.eval.box_bench import run_box_bench
     from samfast.eval.datasets import find_brats_cases, target_labels
     from samfast.eval.parity import tolerance_for
+    from samfast.eval.protocol_bench import PROTOCOLS
     from samfast.io import find_demo_data
     from samfast.models import get_spec
 
+    if protocol not in (*PROTOCOLS, "all"):
+        raise InputError(f"protocol {protocol!r}: use {', '.join(PROTOCOLS)} or all")
     backends = backends or ["onnxruntime", "torch"]
     if reference not in backends:
         backends.append(reference)
@@ -96,6 +108,14 @@ def brats(
         with Progress(*columns, console=console, transient=True) as bar:
             yield from bar.track(items, total=total)
 
+    if protocol != "box":
+        from samfast.eval.protocol_bench import run_protocol_bench
+
+        chosen = list(PROTOCOLS) if protocol == "all" else [protocol]
+        config.update(protocol=protocol, protocols=chosen, seed=seed)
+        summary = run_protocol_bench(cases, predictors, out, config, chosen, seed, min_area, fresh, progress)
+        _print_protocols(summary, weights, out)
+        return
     summary = run_box_bench(cases, predictors, out, config, min_area, fresh, progress)
     _print(summary, weights, out)
     failed = [
@@ -143,4 +163,32 @@ def _print(summary: dict, weights, out: Path) -> None:
             f"max |Δ predicted IoU| {parity['max_iou_delta']:.2e} over {parity['slices']} slices; "
             f"set_image {parity['set_image_speedup']:.2f}× faster than {parity['vs']}"
         )
+    console.print(f"results: {out / 'summary.json'} (per slice: {out / 'slices.jsonl'})")
+
+
+def _print_protocols(summary: dict, weights, out: Path) -> None:
+    console = Console()
+    if weights.random:
+        console.print("[bold red]RANDOM WEIGHTS: these numbers say nothing about segmentation quality")
+    for protocol, entries in summary["protocols"].items():
+        # One row per prompt step keeps the table narrow whatever the number of steps.
+        names = list(entries)
+        table = Table(
+            "step",
+            *[f"{name} {kind}" for name in names for kind in ("oracle", "suggested")],
+            title=f"{protocol}: mean IoU after each prompt step",
+            caption=", ".join(
+                f"{n}: {e['slices']} slices, best oracle IoU {e['mean_best_iou_oracle']:.3f}"
+                for n, e in entries.items()
+            ),
+        )
+        steps = max(len(e["mean_iou_oracle"]) for e in entries.values())
+        for step in range(steps):
+            cells = []
+            for name in names:
+                for kind in ("oracle", "suggested"):
+                    curve = entries[name][f"mean_iou_{kind}"]
+                    cells.append(f"{curve[step]:.3f}" if step < len(curve) else "")
+            table.add_row(str(step + 1), *cells)
+        console.print(table)
     console.print(f"results: {out / 'summary.json'} (per slice: {out / 'slices.jsonl'})")

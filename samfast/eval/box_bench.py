@@ -1,7 +1,7 @@
 """Box-prompt benchmark on BraTS-layout cases: every backend on the same slices, side by side.
 
 Tight tumour box per slice (no jitter); rows are appended to slices.jsonl as they finish, so an
-interrupted run resumes where it stopped. The papers' point protocols extend this (bench issue).
+interrupted run resumes where it stopped. The papers' point protocols live in protocol_bench.py.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def read_rows(out_dir: Path) -> list[dict]:
     return rows
 
 
-def _start(out_dir: Path, config: dict, fresh: bool) -> list[dict]:
+def start_run(out_dir: Path, config: dict, fresh: bool) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / CONFIG_FILE
     if fresh:
@@ -89,7 +89,7 @@ def run_box_bench(
 ) -> dict:
     """Run every predictor on every slice with at least ``min_area`` target pixels; return the summary."""
     out_dir = Path(out_dir)
-    rows = _start(out_dir, config, fresh)
+    rows = start_run(out_dir, config, fresh)
     done = {(r["case"], r["slice"], r["backend"]) for r in rows}
     loaded = {case.case_id: load_case(case, config["target"]) for case in cases}
     work = [
