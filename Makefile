@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.samfast-installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean csrc csrc-test
 
 # pip takes torch 2.14.1 / torchvision 0.29.1 from the machine's local wheel store when it has one.
 $(STAMP): pyproject.toml
@@ -22,6 +22,22 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check samfast tests bench
 	$(BIN)/python -m pytest
+	$(MAKE) csrc-test
+
+# libsamfast, the C library (CMakeLists.txt, csrc/): configure, build, then its ctest suite, which
+# exports the TorchScript sets it needs into build/csrc/engines. Needs cmake >= 3.18 and a C++20 compiler.
+CSRC_BUILD ?= build/csrc
+CSRC_JOBS ?= 2
+
+csrc: $(STAMP)
+	@command -v cmake >/dev/null 2>&1 || { echo "make csrc: cmake not found; install it (Debian: apt-get install cmake)" >&2; exit 1; }
+	@command -v $${CXX:-c++} >/dev/null 2>&1 || { echo "make csrc: no C++ compiler ($${CXX:-c++}); install one (Debian: apt-get install g++)" >&2; exit 1; }
+	cmake -S . -B $(CSRC_BUILD) -DCMAKE_BUILD_TYPE=Release -DSAMFAST_PYTHON=$(abspath $(BIN))/python
+	cmake --build $(CSRC_BUILD) -j$(CSRC_JOBS)
+
+csrc-test: csrc
+	$(BIN)/ruff check csrc/tests
+	ctest --test-dir $(CSRC_BUILD) --output-on-failure
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench/ --benchmark-only --benchmark-json=bench/results/latest.json

@@ -1,0 +1,159 @@
+/*
+ * samfast.h - C interface of libsamfast: Segment Anything (LiteMedSAM, SAM ViT-B/H) on one slice,
+ * from a folder exported by the samfast Python package (`samfast export --format torchscript`,
+ * or `--format engine` for TensorRT when the library was built with it).
+ *
+ * Semantics are those of samfast.Predictor (segment-anything's SamPredictor): the slice is taken
+ * as given (normalise intensities first, e.g. Putz for MRI), resized so its longest side is the
+ * model's input size (bilinear, antialiased), normalised as the model was trained ("minmax" for
+ * LiteMedSAM, ImageNet mean/std on 0..255 for SAM), padded bottom/right; prompts are in slice pixel
+ * coordinates (x = column, y = row); masks come back at the slice's size.
+ *
+ * ERRORS. Every function that can fail returns a samfast_status. On failure, samfast_last_error()
+ * gives a one-line message. No C++ exception ever crosses this interface, and the library never
+ * aborts or exits the process on bad input.
+ *
+ * THREAD SAFETY.
+ *  - A samfast_model is NOT safe for concurrent use: two threads must not call functions on the
+ *    same handle at the same time (serialise with your own lock). A handle may move between
+ *    threads between calls.
+ *  - Distinct handles are independent and may be used concurrently from different threads
+ *    (each holds its own modules, embedding and buffers).
+ *  - samfast_last_error() is thread-local: it reports the last failure of a call made on the
+ *    calling thread, and is valid until that thread's next samfast call.
+ *  - samfast_set_num_threads() changes a process-wide setting (LibTorch's intra-op thread pool,
+ *    shared by every handle and by a Python torch in the same process): call it once, before
+ *    opening models, not while another thread is predicting.
+ *  - samfast_version(), samfast_status_name() and samfast_has_tensorrt() are safe anywhere.
+ */
+#ifndef SAMFAST_H
+#define SAMFAST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32) && defined(SAMFAST_BUILDING)
+#define SAMFAST_API __declspec(dllexport)
+#elif defined(_WIN32)
+#define SAMFAST_API __declspec(dllimport)
+#else
+#define SAMFAST_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SAMFAST_VERSION "0.1.0"
+
+typedef enum samfast_status {
+  SAMFAST_OK = 0,
+  SAMFAST_ERR_INVALID_ARGUMENT = 1, /* NULL pointer, bad size or channel count, NaN/inf, bad label,
+                                       empty or inverted box, no prompt at all */
+  SAMFAST_ERR_NOT_FOUND = 2,        /* the export folder, or its manifest.json, does not exist */
+  SAMFAST_ERR_MANIFEST = 3,         /* manifest unreadable or inconsistent with the folder: wrong
+                                       format or schema, files missing or of another size/sha256,
+                                       files exported for another model, engines for another GPU */
+  SAMFAST_ERR_OUT_OF_RANGE = 4,     /* a box corner or point lies outside the slice */
+  SAMFAST_ERR_BUFFER_TOO_SMALL = 5, /* an output capacity is smaller than what the call writes */
+  SAMFAST_ERR_NO_SLICE = 6,         /* samfast_predict before a successful samfast_set_slice */
+  SAMFAST_ERR_UNSUPPORTED = 7,      /* device or format not available in this build or machine */
+  SAMFAST_ERR_RUNTIME = 8,          /* LibTorch / TensorRT / CUDA failed while running */
+  SAMFAST_ERR_OUT_OF_MEMORY = 9
+} samfast_status;
+
+/* One opened export folder: modules, the current slice's embedding and geometry. */
+typedef struct samfast_model samfast_model;
+
+typedef struct samfast_info {
+  char model[32];         /* registry name from the manifest, e.g. "litemedsam" */
+  char weights[96];       /* weights label from the manifest ("sha256:..." or "RANDOM WEIGHTS ...") */
+  char format[16];        /* "torchscript" or "engine" */
+  char backend[16];       /* "libtorch" or "tensorrt" */
+  char device[16];        /* "cpu", "cuda:0", ... */
+  char precision[8];      /* "fp32" or "fp16" */
+  char normalization[16]; /* "minmax" or "imagenet" */
+  int input_size;         /* side of the square the encoder sees (256 LiteMedSAM, 1024 SAM) */
+  int low_res_size;       /* side of the low-res logits (mask_input / low_res buffers) */
+  int embedding_channels, embedding_height, embedding_width;
+} samfast_info;
+
+/* One prompt set, in slice pixel coordinates. At least one of box, points, mask_input. */
+typedef struct samfast_prompt {
+  const float* box;        /* 4 floats x0, y0, x1, y1 (x0 < x1, y0 < y1, inside the slice), or NULL */
+  const float* points;     /* n_points (x, y) pairs, or NULL when n_points == 0 */
+  const int* labels;       /* n_points labels: 1 foreground, 0 background */
+  int n_points;
+  const float* mask_input; /* low_res_size * low_res_size logits from an earlier call, or NULL */
+  int multimask;           /* 0: one mask (token 0); non-zero: three masks (tokens 1-3) */
+} samfast_prompt;
+
+/* Where samfast_predict writes. Capacities count elements (bytes for masks, floats otherwise); a
+   capacity smaller than the call needs is SAMFAST_ERR_BUFFER_TOO_SMALL (n_masks then says how many
+   masks the call would have written). */
+typedef struct samfast_output {
+  uint8_t* masks;          /* required: n_masks * height * width, row-major, 1 inside / 0 outside */
+  size_t masks_capacity;
+  float* iou;              /* n_masks predicted IoUs, or NULL */
+  size_t iou_capacity;
+  float* low_res;          /* n_masks * low_res_size^2 low-res logits (one can be fed back as
+                              mask_input), or NULL */
+  size_t low_res_capacity;
+  int n_masks;             /* written by samfast_predict: 1 or 3 */
+} samfast_output;
+
+/* Library version string, e.g. "0.1.0". */
+SAMFAST_API const char* samfast_version(void);
+
+/* Name of a status code, e.g. "SAMFAST_ERR_MANIFEST". */
+SAMFAST_API const char* samfast_status_name(samfast_status status);
+
+/* Message of the last failing call on this thread ("" if none). See THREAD SAFETY. */
+SAMFAST_API const char* samfast_last_error(void);
+
+/* 1 when this build has the TensorRT backend, else 0. */
+SAMFAST_API int samfast_has_tensorrt(void);
+
+/* Process-wide number of CPU threads LibTorch uses inside one operation (n >= 1). */
+SAMFAST_API samfast_status samfast_set_num_threads(int n);
+
+/*
+ * Open an export folder (the one holding manifest.json). The manifest decides the backend:
+ * "torchscript" sets run on LibTorch, "engine" sets on TensorRT (builds with TensorRT only).
+ * Every file listed in the manifest is checked (present, size, sha256) and the metadata inside
+ * the TorchScript files must name the manifest's model, weights and sizes.
+ * device: NULL or "" (cpu for TorchScript, cuda for engines), "cpu", "cuda" or "cuda:N".
+ * On success *out_model is a new handle (free with samfast_close); on failure it is set to NULL.
+ */
+SAMFAST_API samfast_status samfast_open(const char* export_dir, const char* device,
+                                        samfast_model** out_model);
+
+/* Free a handle and everything it holds. NULL is accepted. */
+SAMFAST_API void samfast_close(samfast_model* model);
+
+SAMFAST_API samfast_status samfast_get_info(const samfast_model* model, samfast_info* out_info);
+
+/*
+ * Encode one slice: pixels is height * width * channels floats, row-major with interleaved
+ * channels (channels 1 or 3; one channel is repeated to three, as the Python predictor does).
+ * spacing_y / spacing_x (mm per pixel, > 0) are kept with the slice for the host's use (areas,
+ * geometry); like the Python predictor the model itself works in pixels and does not resample.
+ * On an argument error the previous slice stays set; on a runtime error none is set.
+ */
+SAMFAST_API samfast_status samfast_set_slice(samfast_model* model, const float* pixels, int height,
+                                             int width, int channels, double spacing_y,
+                                             double spacing_x);
+
+/* Size and spacing of the current slice (any pointer may be NULL). */
+SAMFAST_API samfast_status samfast_get_slice(const samfast_model* model, int* height, int* width,
+                                             double* spacing_y, double* spacing_x);
+
+/* Decode one prompt set against the current slice; fills out (see samfast_output). */
+SAMFAST_API samfast_status samfast_predict(samfast_model* model, const samfast_prompt* prompt,
+                                           samfast_output* out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SAMFAST_H */

@@ -1,0 +1,152 @@
+// The C ABI: every entry point catches everything, records a thread-local message and returns a
+// status code. No exception leaves this file.
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <memory>
+#include <new>
+#include <string>
+
+#include "error.hpp"
+#include "model.hpp"
+#include "samfast.h"
+
+struct samfast_model {
+  std::unique_ptr<samfast::Model> impl;
+};
+
+namespace {
+
+thread_local std::string last_error;
+
+void set_error(const char* message) noexcept {
+  try {
+    last_error = message;
+  } catch (...) {
+    last_error.clear();  // out of memory while reporting: an empty message, the status still tells
+  }
+}
+
+// c10 errors carry a C++ backtrace after the first line: keep the message only.
+std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+template <class F>
+samfast_status guarded(F&& body) noexcept {
+  last_error.clear();
+  try {
+    body();
+    return SAMFAST_OK;
+  } catch (const samfast::Error& e) {
+    set_error(e.what());
+    return e.status();
+  } catch (const std::bad_alloc&) {
+    set_error("out of memory");
+    return SAMFAST_ERR_OUT_OF_MEMORY;
+  } catch (const c10::OutOfMemoryError& e) {
+    set_error(("out of memory: " + first_line(e.what_without_backtrace())).c_str());
+    return SAMFAST_ERR_OUT_OF_MEMORY;
+  } catch (const c10::Error& e) {
+    set_error(("LibTorch: " + first_line(e.what_without_backtrace())).c_str());
+    return SAMFAST_ERR_RUNTIME;
+  } catch (const std::exception& e) {
+    set_error(e.what());
+    return SAMFAST_ERR_RUNTIME;
+  } catch (...) {
+    set_error("unknown error");
+    return SAMFAST_ERR_RUNTIME;
+  }
+}
+
+void need(const void* pointer, const char* name) {
+  if (!pointer) samfast::fail(SAMFAST_ERR_INVALID_ARGUMENT, std::string(name) + " is NULL");
+}
+
+}  // namespace
+
+extern "C" {
+
+SAMFAST_API const char* samfast_version(void) { return SAMFAST_VERSION; }
+
+SAMFAST_API const char* samfast_status_name(samfast_status status) {
+  switch (status) {
+    case SAMFAST_OK: return "SAMFAST_OK";
+    case SAMFAST_ERR_INVALID_ARGUMENT: return "SAMFAST_ERR_INVALID_ARGUMENT";
+    case SAMFAST_ERR_NOT_FOUND: return "SAMFAST_ERR_NOT_FOUND";
+    case SAMFAST_ERR_MANIFEST: return "SAMFAST_ERR_MANIFEST";
+    case SAMFAST_ERR_OUT_OF_RANGE: return "SAMFAST_ERR_OUT_OF_RANGE";
+    case SAMFAST_ERR_BUFFER_TOO_SMALL: return "SAMFAST_ERR_BUFFER_TOO_SMALL";
+    case SAMFAST_ERR_NO_SLICE: return "SAMFAST_ERR_NO_SLICE";
+    case SAMFAST_ERR_UNSUPPORTED: return "SAMFAST_ERR_UNSUPPORTED";
+    case SAMFAST_ERR_RUNTIME: return "SAMFAST_ERR_RUNTIME";
+    case SAMFAST_ERR_OUT_OF_MEMORY: return "SAMFAST_ERR_OUT_OF_MEMORY";
+  }
+  return "SAMFAST_ERR_UNKNOWN";
+}
+
+SAMFAST_API const char* samfast_last_error(void) { return last_error.c_str(); }
+
+SAMFAST_API int samfast_has_tensorrt(void) {
+#ifdef SAMFAST_WITH_TENSORRT
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+SAMFAST_API samfast_status samfast_set_num_threads(int n) {
+  return guarded([&] {
+    if (n < 1) samfast::fail(SAMFAST_ERR_INVALID_ARGUMENT, "thread count must be >= 1, got " + std::to_string(n));
+    at::set_num_threads(n);
+  });
+}
+
+SAMFAST_API samfast_status samfast_open(const char* export_dir, const char* device, samfast_model** out_model) {
+  if (out_model) *out_model = nullptr;
+  return guarded([&] {
+    need(out_model, "out_model");
+    need(export_dir, "export_dir");
+    auto model = std::make_unique<samfast_model>();
+    model->impl = std::make_unique<samfast::Model>(export_dir, device);
+    *out_model = model.release();
+  });
+}
+
+SAMFAST_API void samfast_close(samfast_model* model) {
+  // Destructors of LibTorch modules do not throw; the guard is belt and braces.
+  guarded([&] { delete model; });
+}
+
+SAMFAST_API samfast_status samfast_get_info(const samfast_model* model, samfast_info* out_info) {
+  return guarded([&] {
+    need(model, "model");
+    need(out_info, "out_info");
+    model->impl->info(*out_info);
+  });
+}
+
+SAMFAST_API samfast_status samfast_set_slice(samfast_model* model, const float* pixels, int height, int width,
+                                             int channels, double spacing_y, double spacing_x) {
+  return guarded([&] {
+    need(model, "model");
+    model->impl->set_slice(pixels, height, width, channels, spacing_y, spacing_x);
+  });
+}
+
+SAMFAST_API samfast_status samfast_get_slice(const samfast_model* model, int* height, int* width, double* spacing_y,
+                                             double* spacing_x) {
+  return guarded([&] {
+    need(model, "model");
+    model->impl->slice(height, width, spacing_y, spacing_x);
+  });
+}
+
+SAMFAST_API samfast_status samfast_predict(samfast_model* model, const samfast_prompt* prompt, samfast_output* out) {
+  return guarded([&] {
+    need(model, "model");
+    need(prompt, "prompt");
+    need(out, "out");
+    model->impl->predict(*prompt, *out);
+  });
+}
+
+}  // extern "C"

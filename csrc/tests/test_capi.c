@@ -1,0 +1,340 @@
+/*
+ * test_capi: the C interface from C (this file is compiled as C11, so the header stays pure C).
+ *
+ *   test_capi api     SET_DIR          argument checks, NULL pointers, status codes and messages
+ *   test_capi threads SET_DIR          thread-local last error; two handles on two threads at once
+ *   test_capi memory  SET_DIR N        open / set_slice / predict / close N times: RSS must not grow
+ *
+ * Prints "N passed, N failed" and exits non-zero on any failure.
+ */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, sysconf */
+#include <samfast.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int passed, failed;
+
+#define EXPECT(cond, ...)                                 \
+  do {                                                    \
+    if (cond) {                                           \
+      ++passed;                                           \
+    } else {                                              \
+      ++failed;                                           \
+      printf("FAIL %s:%d: ", __FILE__, __LINE__);         \
+      printf(__VA_ARGS__);                                \
+      printf("\n");                                       \
+    }                                                     \
+  } while (0)
+
+/* The call returns `want` and the thread's last error contains `text`. */
+#define EXPECT_STATUS(call, want, text)                                                                  \
+  do {                                                                                                   \
+    samfast_status got_ = (call);                                                                        \
+    const char* message_ = samfast_last_error();                                                         \
+    EXPECT(got_ == (want) && strstr(message_, (text)) != NULL, "%s -> %s \"%s\", want %s with \"%s\"", \
+           #call, samfast_status_name(got_), message_, samfast_status_name(want), (text));               \
+  } while (0)
+
+/* A smooth synthetic slice: a bright disc on a ramp, values in 0..255. */
+static float* make_slice(int height, int width, int channels, float shift) {
+  float* pixels = malloc(sizeof(float) * height * width * channels);
+  for (int y = 0; y < height; ++y)
+    for (int x = 0; x < width; ++x) {
+      float dx = x - width * 0.45f - shift, dy = y - height * 0.55f;
+      float v = 40.0f + 0.3f * x + (dx * dx + dy * dy < 0.04f * width * height ? 150.0f : 0.0f);
+      for (int c = 0; c < channels; ++c) pixels[(y * width + x) * channels + c] = v + 5.0f * c;
+    }
+  return pixels;
+}
+
+static long rss_kib(void) {
+  FILE* f = fopen("/proc/self/statm", "r");
+  long pages = 0, resident = 0;
+  if (!f) return -1;
+  if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = -1;
+  fclose(f);
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static int report(void) {
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
+
+/* ---- api ------------------------------------------------------------------------------------ */
+
+static int test_api(const char* dir) {
+  EXPECT(strcmp(samfast_version(), SAMFAST_VERSION) == 0, "version %s", samfast_version());
+  EXPECT(strcmp(samfast_status_name(SAMFAST_ERR_MANIFEST), "SAMFAST_ERR_MANIFEST") == 0, "status name");
+  EXPECT(samfast_has_tensorrt() == 0 || samfast_has_tensorrt() == 1, "has_tensorrt");
+
+  samfast_model* model = (samfast_model*)0x1;
+  EXPECT_STATUS(samfast_open(NULL, NULL, &model), SAMFAST_ERR_INVALID_ARGUMENT, "export_dir is NULL");
+  EXPECT(model == NULL, "out_model is reset to NULL on failure");
+  EXPECT_STATUS(samfast_open(dir, NULL, NULL), SAMFAST_ERR_INVALID_ARGUMENT, "out_model is NULL");
+  EXPECT_STATUS(samfast_open("/nonexistent/samfast-set", NULL, &model), SAMFAST_ERR_NOT_FOUND, "does not exist");
+  EXPECT_STATUS(samfast_open(dir, "warp-drive", &model), SAMFAST_ERR_INVALID_ARGUMENT, "device \"warp-drive\"");
+  samfast_status cuda = samfast_open(dir, "cuda:7", &model);
+  EXPECT(cuda == SAMFAST_ERR_UNSUPPORTED && strstr(samfast_last_error(), "cuda:7"), "cuda:7 -> %s %s",
+         samfast_status_name(cuda), samfast_last_error());
+  samfast_close(NULL);
+  EXPECT_STATUS(samfast_set_num_threads(0), SAMFAST_ERR_INVALID_ARGUMENT, "thread count");
+
+  EXPECT_STATUS(samfast_open(dir, "cpu", &model), SAMFAST_OK, "");
+  if (!model) return report();
+  samfast_info info;
+  EXPECT_STATUS(samfast_get_info(model, &info), SAMFAST_OK, "");
+  EXPECT_STATUS(samfast_get_info(NULL, &info), SAMFAST_ERR_INVALID_ARGUMENT, "model is NULL");
+  EXPECT_STATUS(samfast_get_info(model, NULL), SAMFAST_ERR_INVALID_ARGUMENT, "out_info is NULL");
+  EXPECT(strcmp(info.format, "torchscript") == 0 && strcmp(info.backend, "libtorch") == 0 &&
+             strcmp(info.device, "cpu") == 0 && strcmp(info.precision, "fp32") == 0,
+         "info %s %s %s %s", info.format, info.backend, info.device, info.precision);
+  EXPECT(info.input_size > 0 && info.low_res_size == 4 * info.embedding_height, "sizes %d %d", info.input_size,
+         info.low_res_size);
+  const int low = info.low_res_size;
+
+  /* predict before any slice */
+  float box[4] = {20, 30, 120, 110};
+  samfast_prompt prompt = {.box = box};
+  uint8_t* masks = malloc(3 * 200 * 150);
+  float iou[3], *low_res = malloc(sizeof(float) * 3 * low * low);
+  samfast_output out = {.masks = masks, .masks_capacity = 3 * 200 * 150, .iou = iou, .iou_capacity = 3};
+  EXPECT_STATUS(samfast_predict(model, &prompt, &out), SAMFAST_ERR_NO_SLICE, "no slice set");
+  EXPECT_STATUS(samfast_get_slice(model, NULL, NULL, NULL, NULL), SAMFAST_ERR_NO_SLICE, "no slice set");
+
+  /* set_slice arguments (a 150 x 200 slice: height 150, width 200) */
+  float* pixels = make_slice(150, 200, 1, 0);
+  EXPECT_STATUS(samfast_set_slice(NULL, pixels, 150, 200, 1, 1, 1), SAMFAST_ERR_INVALID_ARGUMENT, "model is NULL");
+  EXPECT_STATUS(samfast_set_slice(model, NULL, 150, 200, 1, 1, 1), SAMFAST_ERR_INVALID_ARGUMENT, "pixels is NULL");
+  EXPECT_STATUS(samfast_set_slice(model, pixels, 0, 200, 1, 1, 1), SAMFAST_ERR_INVALID_ARGUMENT, "slice size");
+  EXPECT_STATUS(samfast_set_slice(model, pixels, 150, -3, 1, 1, 1), SAMFAST_ERR_INVALID_ARGUMENT, "slice size");
+  EXPECT_STATUS(samfast_set_slice(model, pixels, 150, 200, 2, 1, 1), SAMFAST_ERR_INVALID_ARGUMENT,
+                "channels must be 1 or 3");
+  EXPECT_STATUS(samfast_set_slice(model, pixels, 150, 200, 1, 0, 1), SAMFAST_ERR_INVALID_ARGUMENT, "spacing");
+  EXPECT_STATUS(samfast_set_slice(model, pixels, 150, 200, 1, 1, NAN), SAMFAST_ERR_INVALID_ARGUMENT, "spacing");
+  pixels[777] = NAN;
+  EXPECT_STATUS(samfast_set_slice(model, pixels, 150, 200, 1, 1, 1), SAMFAST_ERR_INVALID_ARGUMENT, "NaN");
+  pixels[777] = 1.0f;
+  EXPECT_STATUS(samfast_set_slice(model, pixels, 150, 200, 1, 0.8, 1.25), SAMFAST_OK, "");
+  EXPECT_STATUS(samfast_get_slice(model, NULL, NULL, NULL, NULL), SAMFAST_OK, "");
+  int h = 0, w = 0;
+  double sy = 0, sx = 0;
+  samfast_get_slice(model, &h, &w, &sy, &sx);
+  EXPECT(h == 150 && w == 200 && sy == 0.8 && sx == 1.25, "get_slice %d %d %g %g", h, w, sy, sx);
+  /* an argument error keeps the slice */
+  EXPECT_STATUS(samfast_set_slice(model, pixels, 150, 200, 5, 1, 1), SAMFAST_ERR_INVALID_ARGUMENT, "channels");
+  EXPECT_STATUS(samfast_get_slice(model, &h, NULL, NULL, NULL), SAMFAST_OK, "");
+
+  /* prompts */
+  EXPECT_STATUS(samfast_predict(model, NULL, &out), SAMFAST_ERR_INVALID_ARGUMENT, "prompt is NULL");
+  EXPECT_STATUS(samfast_predict(model, &prompt, NULL), SAMFAST_ERR_INVALID_ARGUMENT, "out is NULL");
+  samfast_prompt empty = {0};
+  EXPECT_STATUS(samfast_predict(model, &empty, &out), SAMFAST_ERR_INVALID_ARGUMENT, "at least one prompt");
+  float outside[4] = {150, 100, 201, 140};
+  samfast_prompt p_out = {.box = outside};
+  EXPECT_STATUS(samfast_predict(model, &p_out, &out), SAMFAST_ERR_OUT_OF_RANGE, "outside the 200x150 slice");
+  float edge[4] = {0, 0, 200, 150}; /* the border itself is inside, as in the Python predictor */
+  samfast_prompt p_edge = {.box = edge};
+  EXPECT_STATUS(samfast_predict(model, &p_edge, &out), SAMFAST_OK, "");
+  float inverted[4] = {120, 30, 20, 110};
+  samfast_prompt p_inv = {.box = inverted};
+  EXPECT_STATUS(samfast_predict(model, &p_inv, &out), SAMFAST_ERR_INVALID_ARGUMENT, "empty or inverted");
+  float nan_box[4] = {20, NAN, 120, 110};
+  samfast_prompt p_nan = {.box = nan_box};
+  EXPECT_STATUS(samfast_predict(model, &p_nan, &out), SAMFAST_ERR_INVALID_ARGUMENT, "finite");
+  float points[4] = {60, 70, 10, 149};
+  int labels[2] = {1, 0};
+  samfast_prompt p_pts = {.points = points, .labels = labels, .n_points = 2};
+  EXPECT_STATUS(samfast_predict(model, &p_pts, &out), SAMFAST_OK, "");
+  samfast_prompt p_nolab = {.points = points, .n_points = 2};
+  EXPECT_STATUS(samfast_predict(model, &p_nolab, &out), SAMFAST_ERR_INVALID_ARGUMENT, "labels is NULL");
+  samfast_prompt p_neg = {.points = points, .labels = labels, .n_points = -1};
+  EXPECT_STATUS(samfast_predict(model, &p_neg, &out), SAMFAST_ERR_INVALID_ARGUMENT, "n_points");
+  int bad_labels[2] = {1, 2};
+  samfast_prompt p_badlab = {.points = points, .labels = bad_labels, .n_points = 2};
+  EXPECT_STATUS(samfast_predict(model, &p_badlab, &out), SAMFAST_ERR_INVALID_ARGUMENT, "labels must be 1");
+  float far_point[2] = {60, 151};
+  samfast_prompt p_far = {.points = far_point, .labels = labels, .n_points = 1};
+  EXPECT_STATUS(samfast_predict(model, &p_far, &out), SAMFAST_ERR_OUT_OF_RANGE, "point 0 (60, 151) lies outside");
+
+  /* output capacities */
+  samfast_output small = out;
+  small.masks_capacity = 200 * 150 - 1;
+  EXPECT_STATUS(samfast_predict(model, &prompt, &small), SAMFAST_ERR_BUFFER_TOO_SMALL, "need 30000");
+  prompt.multimask = 1;
+  small = out;
+  small.masks_capacity = 200 * 150;
+  EXPECT_STATUS(samfast_predict(model, &prompt, &small), SAMFAST_ERR_BUFFER_TOO_SMALL, "need 90000 (3 masks");
+  EXPECT(small.n_masks == 3, "n_masks tells what is needed: %d", small.n_masks);
+  small = out;
+  small.iou_capacity = 2;
+  EXPECT_STATUS(samfast_predict(model, &prompt, &small), SAMFAST_ERR_BUFFER_TOO_SMALL, "iou_capacity");
+  small = out;
+  small.low_res = low_res;
+  small.low_res_capacity = (size_t)3 * low * low - 1;
+  EXPECT_STATUS(samfast_predict(model, &prompt, &small), SAMFAST_ERR_BUFFER_TOO_SMALL, "low_res_capacity");
+  small.masks = NULL;
+  EXPECT_STATUS(samfast_predict(model, &prompt, &small), SAMFAST_ERR_INVALID_ARGUMENT, "out->masks is NULL");
+
+  /* a good call: three masks, IoUs, low-res logits; one fed back as mask_input */
+  out.low_res = low_res;
+  out.low_res_capacity = (size_t)3 * low * low;
+  EXPECT_STATUS(samfast_predict(model, &prompt, &out), SAMFAST_OK, "");
+  EXPECT(out.n_masks == 3, "n_masks %d", out.n_masks);
+  EXPECT(isfinite(iou[0]) && isfinite(iou[1]) && isfinite(iou[2]), "finite IoUs");
+  int binary = 1;
+  for (int i = 0; i < 3 * 200 * 150; ++i) binary &= masks[i] <= 1;
+  EXPECT(binary, "masks hold 0 or 1");
+  samfast_prompt feedback = {.box = box, .mask_input = low_res};
+  out.iou_capacity = 1;
+  EXPECT_STATUS(samfast_predict(model, &feedback, &out), SAMFAST_OK, "");
+  EXPECT(out.n_masks == 1, "n_masks %d", out.n_masks);
+  low_res[5] = INFINITY;
+  EXPECT_STATUS(samfast_predict(model, &feedback, &out), SAMFAST_ERR_INVALID_ARGUMENT, "mask_input");
+  samfast_prompt mask_only = {.mask_input = low_res + low * low};
+  EXPECT_STATUS(samfast_predict(model, &mask_only, &out), SAMFAST_OK, "");
+
+  /* three channels */
+  float* rgb = make_slice(150, 200, 3, 0);
+  EXPECT_STATUS(samfast_set_slice(model, rgb, 150, 200, 3, 1, 1), SAMFAST_OK, "");
+  prompt.multimask = 0;
+  EXPECT_STATUS(samfast_predict(model, &prompt, &out), SAMFAST_OK, "");
+  /* a success clears the thread's last error */
+  samfast_model* none = NULL;
+  samfast_open(NULL, NULL, &none);
+  EXPECT(samfast_last_error()[0] != '\0', "a failure leaves a message");
+  EXPECT_STATUS(samfast_get_info(model, &info), SAMFAST_OK, "");
+  EXPECT(samfast_last_error()[0] == '\0', "a success clears it: \"%s\"", samfast_last_error());
+  samfast_close(model);
+  free(rgb);
+  free(pixels);
+  free(masks);
+  free(low_res);
+  return report();
+}
+
+/* ---- threads -------------------------------------------------------------------------------- */
+
+typedef struct {
+  const char* dir;
+  float shift;
+  uint8_t mask[150 * 200];
+  float iou;
+  samfast_status status;
+  char error_seen[256];
+} job;
+
+static void* run_job(void* arg) {
+  job* j = arg;
+  samfast_model* model = NULL;
+  float* pixels = make_slice(150, 200, 1, j->shift);
+  float box[4] = {20, 30, 120, 110};
+  samfast_prompt prompt = {.box = box};
+  samfast_output out = {.masks = j->mask, .masks_capacity = sizeof j->mask, .iou = &j->iou, .iou_capacity = 1};
+  j->status = samfast_open(j->dir, NULL, &model);
+  if (j->status == SAMFAST_OK) j->status = samfast_set_slice(model, pixels, 150, 200, 1, 1, 1);
+  for (int i = 0; i < 3 && j->status == SAMFAST_OK; ++i) j->status = samfast_predict(model, &prompt, &out);
+  samfast_close(model);
+  free(pixels);
+  return NULL;
+}
+
+static void* fail_in_thread(void* arg) {
+  job* j = arg;
+  /* a fresh thread starts with no error, whatever other threads did */
+  snprintf(j->error_seen, sizeof j->error_seen, "%s", samfast_last_error());
+  j->status = samfast_open("/nonexistent/other-thread", NULL, &(samfast_model*){NULL});
+  return NULL;
+}
+
+static int test_threads(const char* dir) {
+  /* thread-local last error */
+  samfast_model* model = NULL;
+  samfast_open("/nonexistent/main-thread", NULL, &model);
+  job other = {.dir = dir};
+  pthread_t t;
+  pthread_create(&t, NULL, fail_in_thread, &other);
+  pthread_join(t, NULL);
+  EXPECT(other.error_seen[0] == '\0', "new thread saw \"%s\"", other.error_seen);
+  EXPECT(other.status == SAMFAST_ERR_NOT_FOUND, "other thread status %s", samfast_status_name(other.status));
+  EXPECT(strstr(samfast_last_error(), "main-thread") != NULL, "main thread's error kept: \"%s\"",
+         samfast_last_error());
+
+  /* distinct handles on two threads at once give what each gives alone */
+  static job alone[2], together[2];
+  for (int i = 0; i < 2; ++i) {
+    alone[i] = (job){.dir = dir, .shift = 25.0f * i};
+    together[i] = alone[i];
+    run_job(&alone[i]);
+  }
+  pthread_t threads[2];
+  for (int i = 0; i < 2; ++i) pthread_create(&threads[i], NULL, run_job, &together[i]);
+  for (int i = 0; i < 2; ++i) pthread_join(threads[i], NULL);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT(alone[i].status == SAMFAST_OK && together[i].status == SAMFAST_OK, "job %d: %s / %s", i,
+           samfast_status_name(alone[i].status), samfast_status_name(together[i].status));
+    EXPECT(memcmp(alone[i].mask, together[i].mask, sizeof alone[i].mask) == 0, "job %d: same mask on a thread", i);
+    EXPECT(fabsf(alone[i].iou - together[i].iou) < 1e-5f, "job %d: IoU %f vs %f", i, alone[i].iou,
+           together[i].iou);
+  }
+  EXPECT(memcmp(alone[0].mask, alone[1].mask, sizeof alone[0].mask) != 0, "the two slices differ");
+  return report();
+}
+
+/* ---- memory --------------------------------------------------------------------------------- */
+
+static int cycle(const char* dir, const float* pixels, int height, int width, uint8_t* masks, float* iou) {
+  samfast_model* model = NULL;
+  float box[4] = {40, 50, 190, 170};
+  float points[2] = {110, 120};
+  int labels[1] = {1};
+  samfast_prompt prompt = {.box = box, .points = points, .labels = labels, .n_points = 1, .multimask = 1};
+  samfast_output out = {.masks = masks, .masks_capacity = (size_t)3 * height * width, .iou = iou, .iou_capacity = 3};
+  samfast_status s = samfast_open(dir, NULL, &model);
+  if (s == SAMFAST_OK) s = samfast_set_slice(model, pixels, height, width, 1, 1, 1);
+  if (s == SAMFAST_OK) s = samfast_predict(model, &prompt, &out);
+  if (s != SAMFAST_OK) printf("cycle failed: %s %s\n", samfast_status_name(s), samfast_last_error());
+  samfast_close(model);
+  return s == SAMFAST_OK;
+}
+
+static int test_memory(const char* dir, int n) {
+  const int height = 240, width = 240, warmup = 5;
+  float* pixels = make_slice(height, width, 1, 0);
+  uint8_t* masks = malloc((size_t)3 * height * width);
+  float iou[3];
+  for (int i = 0; i < warmup; ++i) EXPECT(cycle(dir, pixels, height, width, masks, iou), "warm-up cycle %d", i);
+  long start = rss_kib(), half = 0;
+  for (int i = 0; i < n; ++i) {
+    if (!cycle(dir, pixels, height, width, masks, iou)) {
+      EXPECT(0, "cycle %d", i);
+      break;
+    }
+    if (i == n / 2 - 1) half = rss_kib();
+  }
+  long end = rss_kib();
+  /* Allocators keep some freed memory; a leak of the model (MBs) or of a slice's buffers (1 MB)
+     per cycle would show as steady growth in both halves. */
+  long limit = 20 * 1024;
+  printf("RSS after %d warm-up cycles %ld KiB, after %d more %ld KiB (half-way %ld KiB): growth %ld KiB\n", warmup,
+         start, n, end, half, end - start);
+  EXPECT(end - start < limit, "RSS grew by %ld KiB over %d open/predict/close cycles (limit %ld KiB)",
+         end - start, n, limit);
+  EXPECT(end - half < limit / 2, "RSS grew by %ld KiB over the second half", end - half);
+  free(masks);
+  free(pixels);
+  return report();
+}
+
+int main(int argc, char** argv) {
+  if (argc >= 3 && !strcmp(argv[1], "api")) return test_api(argv[2]);
+  if (argc >= 3 && !strcmp(argv[1], "threads")) return test_threads(argv[2]);
+  if (argc >= 4 && !strcmp(argv[1], "memory")) return test_memory(argv[2], atoi(argv[3]));
+  fprintf(stderr, "usage: %s api|threads SET_DIR | memory SET_DIR N\n", argv[0]);
+  return 2;
+}
