@@ -78,6 +78,23 @@ def _drop_torn_tail(path: Path) -> None:
             handle.truncate(data.rfind(b"\n") + 1)
 
 
+def pending_work(
+    cases: list[Case], predictors: dict, target: str, min_area: int, todo: Callable[[tuple], bool]
+):
+    """Load every case once and list the (case, slice, backend) items still to run: slices with
+    at least ``min_area`` target pixels for which ``todo((case_id, z, backend))`` holds."""
+    loaded = {case.case_id: load_case(case, target) for case in cases}
+    work = [
+        (case, int(z), name)
+        for case in cases
+        for z in np.flatnonzero(loaded[case.case_id][1].sum(axis=(1, 2)) >= min_area)
+        for name in predictors
+        if todo((case.case_id, int(z), name))
+    ]
+    scaled = {cid: normalize_mr_putz(volume) for cid, (volume, _, _) in loaded.items()}
+    return loaded, scaled, work
+
+
 def run_box_bench(
     cases: list[Case],
     predictors: dict,
@@ -91,15 +108,9 @@ def run_box_bench(
     out_dir = Path(out_dir)
     rows = start_run(out_dir, config, fresh)
     done = {(r["case"], r["slice"], r["backend"]) for r in rows}
-    loaded = {case.case_id: load_case(case, config["target"]) for case in cases}
-    work = [
-        (case, int(z), name)
-        for case in cases
-        for z in np.flatnonzero(loaded[case.case_id][1].sum(axis=(1, 2)) >= min_area)
-        for name in predictors
-        if (case.case_id, int(z), name) not in done
-    ]
-    scaled = {cid: normalize_mr_putz(volume) for cid, (volume, _, _) in loaded.items()}
+    loaded, scaled, work = pending_work(
+        cases, predictors, config["target"], min_area, lambda key: key not in done
+    )
     with open(out_dir / ROWS_FILE, "a") as sink:
         for case, z, name in progress(work, len(work)):
             truth = loaded[case.case_id][1][z]

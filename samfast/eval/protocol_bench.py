@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from samfast.eval.box_bench import ROWS_FILE, SUMMARY_FILE, read_rows, start_run
-from samfast.eval.datasets import Case, load_case
+from samfast.eval.box_bench import ROWS_FILE, SUMMARY_FILE, pending_work, read_rows, start_run
+from samfast.eval.datasets import Case
 from samfast.eval.metrics import bounding_box
 from samfast.eval.protocols import Step, run_box, run_box_points, run_points_mazurowski, run_points_putz
 from samfast.io import atomic_write_bytes
-from samfast.preprocess import normalize_mr_putz
 
 PROTOCOLS = ("box", "points-putz", "points-mazurowski", "box-points")
 MAX_POINTS = 9
@@ -59,17 +58,15 @@ def run_protocol_bench(
     out_dir = Path(out_dir)
     rows = start_run(out_dir, config, fresh)
     # A line is written only when a slice's whole trajectory is done, so a torn line is the only
-    # partial state an interruption can leave, and _start already drops it.
+    # partial state an interruption can leave, and start_run already drops it.
     done = {(r["case"], r["slice"], r["backend"], r["protocol"]) for r in rows}
-    loaded = {case.case_id: load_case(case, config["target"]) for case in cases}
-    work = [
-        (case, int(z), name)
-        for case in cases
-        for z in np.flatnonzero(loaded[case.case_id][1].sum(axis=(1, 2)) >= min_area)
-        for name in predictors
-        if any((case.case_id, int(z), name, p) not in done for p in protocols)
-    ]
-    scaled = {cid: normalize_mr_putz(volume) for cid, (volume, _, _) in loaded.items()}
+    loaded, scaled, work = pending_work(
+        cases,
+        predictors,
+        config["target"],
+        min_area,
+        lambda key: any((*key, p) not in done for p in protocols),
+    )
     with open(out_dir / ROWS_FILE, "a") as sink:
         for case, z, name in progress(work, len(work)):
             truth = loaded[case.case_id][1][z]
