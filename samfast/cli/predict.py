@@ -30,18 +30,12 @@ def _normalised_slice(image, index: int | None, preset: str) -> np.ndarray:
         preset = "putz" if image.GetDimension() == 3 else "none"
     if preset == "none":
         return plane
-    if preset == "putz":  # the paper scales by the whole volume's maximum, not the slice's
-        import SimpleITK as sitk
-
-        volume = sitk.GetArrayViewFromImage(image)
-        if not np.isfinite(volume).all():
-            raise InputError("the volume contains NaN or infinite values")
-        low = min(float(volume.min()), 0.0)
-        high = float(volume.max()) - low
-        if high <= 0:
-            raise InputError("the volume is constant: nothing to segment")
-        return ((plane - low) / high * 255.0).astype(np.float32)
     try:
+        if preset == "putz":  # the paper scales by the whole volume's maximum, not the slice's
+            import SimpleITK as sitk
+
+            scaled = preprocess.normalize_mr_putz(sitk.GetArrayViewFromImage(image))
+            return scaled[index] if image.GetDimension() == 3 else scaled
         return preprocess.normalize(plane, preset)
     except ValueError as error:
         raise InputError(str(error)) from None

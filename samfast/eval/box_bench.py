@@ -35,6 +35,13 @@ def _unpack(text: str, shape: tuple[int, int]) -> np.ndarray:
     return bits[: shape[0] * shape[1]].reshape(shape).astype(bool)
 
 
+def append_row(sink, row: dict) -> None:
+    """One finished row, flushed and fsynced so it survives a crash or Ctrl-C."""
+    sink.write(json.dumps(row) + "\n")
+    sink.flush()
+    os.fsync(sink.fileno())
+
+
 def read_rows(out_dir: Path) -> list[dict]:
     """Finished rows; a line cut short by an interruption is ignored (it is redone)."""
     path = out_dir / ROWS_FILE
@@ -133,9 +140,7 @@ def run_box_bench(
                 "predict_ms": 1e3 * (finished - encoded),
                 "mask": _pack(masks[0]),
             }
-            sink.write(json.dumps(row) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())  # a finished slice survives a crash or Ctrl-C
+            append_row(sink, row)
     summary = summarise(read_rows(out_dir), loaded, config)
     atomic_write_bytes(out_dir / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
     return summary

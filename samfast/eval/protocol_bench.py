@@ -6,7 +6,6 @@ Same resumable slices.jsonl as the box bench; one line per (slice, backend, prot
 from __future__ import annotations
 
 import json
-import os
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from samfast.eval.box_bench import ROWS_FILE, SUMMARY_FILE, pending_work, read_rows, start_run
+from samfast.eval.box_bench import ROWS_FILE, SUMMARY_FILE, append_row, pending_work, read_rows, start_run
 from samfast.eval.datasets import Case
 from samfast.eval.metrics import bounding_box
 from samfast.eval.protocols import Step, run_box, run_box_points, run_points_mazurowski, run_points_putz
@@ -90,9 +89,7 @@ def run_protocol_bench(
                     "protocol_ms": 1e3 * (time.perf_counter() - started),
                     "steps": steps,
                 }
-                sink.write(json.dumps(row) + "\n")
-                sink.flush()
-                os.fsync(sink.fileno())
+                append_row(sink, row)
     summary = summarise_protocols(read_rows(out_dir), config)
     atomic_write_bytes(out_dir / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
     return summary
