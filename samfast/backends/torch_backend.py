@@ -68,6 +68,29 @@ class TorchBackend:
             )
         return masks.float().cpu().numpy(), iou.float().cpu().numpy()
 
+    @torch.inference_mode()
+    def decode_rows(self, embeddings: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
+        """Prompt row i against embedding i (B embeddings, B prompt sets), in one decoder call.
+
+        predict_masks repeats one embedding over the batch and adds the dense prompt embedding;
+        handing it a zero embedding and ``embedding + dense`` gives each row its own slice's
+        embedding with the same arithmetic (0 + x is exact)."""
+        points = None
+        if prompts.point_coords is not None:
+            points = (self._tensor(prompts.point_coords), self._tensor(prompts.point_labels).int())
+        embeddings = self._tensor(embeddings)
+        with self._autocast():
+            sparse, dense = self.model.prompt_encoder(
+                points=points, boxes=self._tensor(prompts.boxes), masks=self._tensor(prompts.mask_input)
+            )
+            masks, iou = self.model.mask_decoder.predict_masks(
+                image_embeddings=torch.zeros_like(embeddings[:1]),
+                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=embeddings + dense,
+            )
+        return masks.float().cpu().numpy(), iou.float().cpu().numpy()
+
     def describe(self) -> dict:
         return {
             "backend": self.name,

@@ -175,13 +175,16 @@ class Predictor:
             raise InputError(f"prompt fields disagree on the batch size: {sorted(batches)}")
         return prompts
 
-    def postprocess_masks(self, low_res: np.ndarray) -> np.ndarray:
-        """(B, C, L, L) low-res logits -> (B, C, H, W) logits in original image coordinates."""
+    def postprocess_masks(self, low_res: np.ndarray, original_size: tuple[int, int] | None = None) -> np.ndarray:
+        """(B, C, L, L) low-res logits -> (B, C, H, W) logits in original image coordinates
+        (those of the current image, or of ``original_size`` (H, W) when given)."""
         size = self.spec.input_size
+        original_size = self.original_size if original_size is None else tuple(int(v) for v in original_size)
+        input_size = preprocess.preprocess_shape(original_size, size)
         logits = torch.from_numpy(np.ascontiguousarray(low_res, np.float32))
         logits = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)
-        logits = logits[..., : self.input_size[0], : self.input_size[1]]
-        logits = F.interpolate(logits, self.original_size, mode="bilinear", align_corners=False)
+        logits = logits[..., : input_size[0], : input_size[1]]
+        logits = F.interpolate(logits, original_size, mode="bilinear", align_corners=False)
         return logits.numpy()
 
     def predict_batch(

@@ -1,0 +1,135 @@
+"""Batched protocols: step k of every slice in one decode gives the per-slice runners' records.
+
+Compared on real BraTS demo slices against samfast.eval.protocols, with the exported decoder (one
+call per row) and with torch's true batched decode (one call per step).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tumour_slices
+
+from samfast import Predictor
+from samfast.eval.metrics import bounding_box
+from samfast.eval.protocols import run_box_points, run_points_mazurowski, run_points_putz
+from samfast.preprocess import normalize_mr_putz
+from samfast.runtime.batched_protocol import (
+    batched_box_points,
+    batched_points_mazurowski,
+    batched_points_putz,
+    decode_rows,
+)
+
+
+def _setup(backend: str, per_case: int, demo_cases):
+    """(predictor, embeddings, GT masks) of ``per_case`` tumour slices of each demo case."""
+    predictor = Predictor("litemedsam", backend=backend, log=lambda m: None)
+    embeddings, gts = [], []
+    for volume, mask in demo_cases.values():
+        scaled = normalize_mr_putz(volume)
+        for z in tumour_slices(mask, per_case):
+            predictor.set_image(scaled[z])
+            embeddings.append(predictor.get_image_embedding())
+            gts.append(mask[z])
+    return predictor, embeddings, gts
+
+
+@pytest.fixture(scope="module")
+def setup(demo_cases):
+    """The exported decoder (onnxruntime): one decode per slice and step, bitwise the same path."""
+    return _setup("onnxruntime", 3, demo_cases)
+
+
+@pytest.fixture(scope="module")
+def torch_setup(demo_cases):
+    """torch: one decode per step for all slices (TorchBackend.decode_rows)."""
+    return _setup("torch", 1, demo_cases)
+
+
+def one_by_one(predictor, embeddings, gts, run) -> list[list[dict]]:
+    out = []
+    for embedding, gt in zip(embeddings, gts, strict=True):
+        predictor.set_image_embedding(embedding, gt.shape)
+        out.append(run(gt))
+    return out
+
+
+def assert_same_records(expected: list[list[dict]], got: list[list[dict]]) -> None:
+    assert len(got) == len(expected)
+    for slice_expected, slice_got in zip(expected, got, strict=True):
+        assert len(slice_got) == len(slice_expected)
+        for a, b in zip(slice_expected, slice_got, strict=True):
+            assert a.keys() == b.keys()
+            assert a["points"] == b["points"] and a["box"] == b["box"]
+            assert a["oracle"] == b["oracle"] and a["suggested"] == b["suggested"]
+            np.testing.assert_allclose(b["ious"], a["ious"], atol=1e-3)
+            np.testing.assert_allclose(b["predicted_ious"], a["predicted_ious"], atol=1e-3)
+
+
+def test_batched_putz_equals_the_per_slice_protocol(setup):
+    predictor, embeddings, gts = setup
+    expected = one_by_one(predictor, embeddings, gts, lambda gt: run_points_putz(predictor, gt))
+    masks: list = []
+    got = batched_points_putz(predictor, np.concatenate(embeddings), gts, masks_out=masks)
+    assert_same_records(expected, got)
+    assert [len(m) for m in masks] == [len(r) for r in got]
+    assert max(len(r) for r in got) > 1  # the loop really iterated
+
+
+def test_batched_putz_with_logit_feedback_equals_the_per_slice_protocol(setup):
+    predictor, embeddings, gts = setup
+    run = lambda gt: run_points_putz(predictor, gt, max_points=4, feed_logits=True)  # noqa: E731
+    expected = one_by_one(predictor, embeddings, gts, run)
+    got = batched_points_putz(predictor, embeddings, gts, max_points=4, feed_logits=True)
+    assert_same_records(expected, got)
+    assert all(step["mask_input"] for records in got for step in records[1:])
+
+
+def test_batched_mazurowski_and_box_points_equal_the_per_slice_protocols(setup):
+    predictor, embeddings, gts = setup
+    expected = one_by_one(
+        predictor, embeddings, gts, lambda gt: run_points_mazurowski(predictor, gt, np.random.default_rng(7), 5)
+    )
+    rngs = [np.random.default_rng(7) for _ in gts]
+    assert_same_records(expected, batched_points_mazurowski(predictor, embeddings, gts, rngs, 5))
+    boxes = [bounding_box(gt) for gt in gts]
+    expected = one_by_one(
+        predictor, embeddings, gts, lambda gt: run_box_points(predictor, gt, bounding_box(gt), max_clicks=3)
+    )
+    assert_same_records(expected, batched_box_points(predictor, embeddings, gts, boxes, max_clicks=3))
+
+
+def test_torch_one_decode_per_step_equals_the_per_slice_protocol(torch_setup):
+    predictor, embeddings, gts = torch_setup
+    calls = []
+    backend_rows = predictor.backend.decode_rows
+
+    def counted(*args):
+        calls.append(len(args[0]))
+        return backend_rows(*args)
+
+    run = lambda gt: run_points_putz(predictor, gt, max_points=4)  # noqa: E731
+    expected = one_by_one(predictor, embeddings, gts, run)
+    predictor.backend.decode_rows = counted
+    try:
+        got = batched_points_putz(predictor, embeddings, gts, max_points=4)
+    finally:
+        del predictor.backend.decode_rows
+    assert_same_records(expected, got)
+    assert len(calls) == max(len(r) for r in got) and calls[0] == len(gts)
+
+
+def test_decode_rows_gives_each_row_its_own_embedding(torch_setup):
+    predictor, embeddings, _ = torch_setup
+    from samfast.backends import Prompts
+
+    points = np.array([[[100.0, 120.0]], [[90.0, 140.0]]], np.float32)
+    prompts = Prompts(point_coords=points, point_labels=np.ones((2, 1), np.float32))
+    rows, scores = decode_rows(predictor.backend, np.concatenate(embeddings[:2]), prompts)
+    for i in range(2):
+        one = Prompts(point_coords=points[i : i + 1], point_labels=np.ones((1, 1), np.float32))
+        low, iou = predictor.backend.decode(embeddings[i], one)
+        np.testing.assert_allclose(rows[i], low[0], atol=1e-4)
+        np.testing.assert_allclose(scores[i], iou[0], atol=1e-5)
+    assert not np.allclose(rows[0], rows[1])
