@@ -17,7 +17,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/samfast info
-	$(BIN)/samfast bench brats --out runs/demo-bench-brats
+	$(BIN)/samfast bench brats --protocol all --compare torch --out runs/demo-bench-brats
 
 test: $(STAMP)
 	$(BIN)/ruff check samfast tests bench

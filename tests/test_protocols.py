@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 from conftest import tumour_slices
-from scipy.spatial import cKDTree
+from independent import putz_points_by_hand
 
 from samfast import Predictor
 from samfast.eval.metrics import bounding_box, iou
@@ -89,37 +89,6 @@ def test_box_protocols(predictor, largest_slice):
     assert records[0]["points"] == [] and len(records) <= 6
     assert all(r["box"] == [float(v) for v in jittered] for r in records)
     assert [len(r["points"]) for r in records] == list(range(len(records)))
-
-
-# -- an independent Putz implementation for the cross-check -------------------------------------
-
-
-def centre_by_brute_force(region: np.ndarray) -> tuple[int, int]:
-    """Region pixel farthest from any pixel outside it (image border included), first in row-major.
-
-    Nearest-neighbour search over explicit background coordinates, not a distance transform.
-    """
-    padded = np.pad(region, 1)
-    inside = np.argwhere(padded)
-    distance, _ = cKDTree(np.argwhere(~padded)).query(inside)
-    best = inside[distance >= distance.max() - 1e-9]
-    y, x = min(map(tuple, best))  # argwhere is row-major, min makes the order explicit
-    return int(x) - 1, int(y) - 1
-
-
-def putz_points_by_hand(predictor: Predictor, gt: np.ndarray, max_points: int = 9) -> list[list[int]]:
-    points = [[*centre_by_brute_force(gt), 1]]
-    while len(points) < max_points:
-        coords = np.array([p[:2] for p in points], np.float32)
-        masks, _, _ = predictor.predict(coords, np.array([p[2] for p in points], np.float32))
-        best = masks[int(np.argmax([iou(m, gt) for m in masks]))]
-        if (best == gt).all():
-            break
-        if gt.sum() > best.sum():
-            points.append([*centre_by_brute_force(gt & ~best), 1])
-        else:
-            points.append([*centre_by_brute_force(best & ~gt), 0])
-    return points
 
 
 @pytest.mark.parametrize("case", ["BraTS20_Demo_001", "BraTS20_Demo_002"])

@@ -70,21 +70,39 @@ def _nifti_expected_bytes(header: bytes) -> int:
     return 0
 
 
+def _nonfinite_floats(header: bytes, data: bytes) -> bool:
+    """True when a float32/float64 NIfTI holds NaN or ±inf voxels."""
+    for end in "<>":
+        size = struct.unpack_from(end + "i", header)[0] if len(header) >= 348 else 0
+        if size in _NIFTI:
+            datatype = struct.unpack_from(end + "h", header, 70 if size == 348 else 12)[0]
+            kind = {16: "f4", 64: "f8"}.get(datatype)
+            if kind is None:
+                return False
+            offset_format, offset_at = _NIFTI[size][3:]
+            offset = max(int(struct.unpack_from(end + offset_format, header, offset_at)[0]), size)
+            voxels = np.frombuffer(
+                data, end + kind, offset=offset, count=(len(data) - offset) // int(kind[1])
+            )
+            return not bool(np.isfinite(voxels).all())
+    return False
+
+
 def _check_nifti_complete(path: Path) -> None:
-    """ITK's NIfTI reader zero-fills truncated files without a word; refuse them here."""
+    """ITK's NIfTI reader zero-fills truncated files and turns NaN voxels into 0 without a word;
+    refuse both here."""
     try:
         with open(path, "rb") as raw:
             compressed = raw.read(2) == b"\x1f\x8b"
         with gzip.open(path, "rb") if compressed else open(path, "rb") as stream:
-            header = stream.read(548)
-            total = len(header)
-            while chunk := stream.read(1 << 20):
-                total += len(chunk)
+            data = stream.read()
     except (OSError, EOFError, zlib.error) as error:
         raise _unreadable(path, f"corrupt data: {_short_reason(error)}") from None
-    expected = _nifti_expected_bytes(header)
-    if total < expected:
-        raise _unreadable(path, f"truncated: {total} of {expected} bytes")
+    expected = _nifti_expected_bytes(data[:548])
+    if len(data) < expected:
+        raise _unreadable(path, f"truncated: {len(data)} of {expected} bytes")
+    if expected and _nonfinite_floats(data[:548], data[:expected]):
+        raise InputError(f"{path}: image contains NaN or infinite voxels")
 
 
 def read_image(path: PathLike) -> sitk.Image:
