@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from samfast import __version__
-from samfast.cli import bench, export, info, predict
+from samfast.cli import bench, evaluate, export, info, predict
 
 app = typer.Typer(
     name="samfast",
@@ -23,6 +23,7 @@ app.command("info")(info.info)
 app.command("predict")(predict.predict)
 app.command("export")(export.export)
 app.add_typer(bench.app, name="bench")
+app.command("eval")(evaluate.evaluate)
 
 
 def _version(value: bool) -> None:
