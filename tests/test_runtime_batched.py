@@ -89,7 +89,10 @@ def test_batched_putz_with_logit_feedback_equals_the_per_slice_protocol(setup):
 def test_batched_mazurowski_and_box_points_equal_the_per_slice_protocols(setup):
     predictor, embeddings, gts = setup
     expected = one_by_one(
-        predictor, embeddings, gts, lambda gt: run_points_mazurowski(predictor, gt, np.random.default_rng(7), 5)
+        predictor,
+        embeddings,
+        gts,
+        lambda gt: run_points_mazurowski(predictor, gt, np.random.default_rng(7), 5),
     )
     rngs = [np.random.default_rng(7) for _ in gts]
     assert_same_records(expected, batched_points_mazurowski(predictor, embeddings, gts, rngs, 5))

@@ -15,9 +15,14 @@ from samfast.models import WeightsInfo, build_model, get_spec
 
 __all__ = ["BACKENDS", "Backend", "Prompts", "backend_status", "create_backend"]
 
-BACKENDS = ("torch", "onnxruntime", "torchscript", "tensorrt")
-# backend -> the export format it runs
-BACKEND_FORMATS = {"onnxruntime": "onnx", "torchscript": "torchscript", "tensorrt": "engine"}
+BACKENDS = ("torch", "onnxruntime", "openvino", "torchscript", "tensorrt")
+# backend -> the export format it runs (OpenVINO reads the ONNX set)
+BACKEND_FORMATS = {
+    "onnxruntime": "onnx",
+    "openvino": "onnx",
+    "torchscript": "torchscript",
+    "tensorrt": "engine",
+}
 
 
 def create_backend(
@@ -44,6 +49,10 @@ def create_backend(
     # ONNX/TorchScript sets are fp32 graphs; engines are built per precision.
     set_precision = precision if name == "tensorrt" else "fp32"
     folder = ensure_set(spec.name, weights, BACKEND_FORMATS[name], set_precision, engine_dir, log=log)
+    if name == "openvino":
+        from samfast.backends.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(folder, spec.low_res_size, device, precision, threads=threads)
     return open_set(BACKEND_FORMATS[name], folder, spec, device, precision, threads)
 
 
@@ -94,6 +103,11 @@ def backend_status() -> dict[str, dict]:
         "usable": bool(providers),
         "version": version("onnxruntime") or version("onnxruntime-gpu"),
         "providers": providers,
+    }
+    status["openvino"] = {
+        "usable": importlib.util.find_spec("openvino") is not None,
+        "version": version("openvino"),
+        "note": None if importlib.util.find_spec("openvino") else "pip install .[openvino]",
     }
     status["torchscript"] = {"usable": True, "version": torch.__version__}
     from samfast.export.tensorrt_build import tensorrt_available

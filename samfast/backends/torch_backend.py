@@ -51,6 +51,12 @@ class TorchBackend:
         return embeddings.float().cpu().numpy()
 
     @torch.inference_mode()
+    def encode_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        """Device tensor in, device tensor out: the slice streamer's CUDA path, no host round trip."""
+        with self._autocast():
+            return self.model.image_encoder(images)
+
+    @torch.inference_mode()
     def decode(self, embedding: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
         points = None
         if prompts.point_coords is not None:

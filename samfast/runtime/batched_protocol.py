@@ -30,8 +30,9 @@ def _row(prompts: Prompts, i: int) -> Prompts:
     def take(value):
         return None if value is None else value[i : i + 1]
 
-    return Prompts(take(prompts.point_coords), take(prompts.point_labels), take(prompts.boxes),
-                   take(prompts.mask_input))
+    return Prompts(
+        take(prompts.point_coords), take(prompts.point_labels), take(prompts.boxes), take(prompts.mask_input)
+    )
 
 
 def decode_rows(backend, embeddings: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +117,9 @@ def run_batched(
     if len(embeddings) != len(gts) or len(first_points) != len(gts):
         raise ValueError(f"{len(embeddings)} embeddings, {len(gts)} masks, {len(first_points)} first points")
     tracks = [
-        _Track(i, np.asarray(gt, bool), list(first), None if boxes is None else np.asarray(boxes[i], np.float32))
+        _Track(
+            i, np.asarray(gt, bool), list(first), None if boxes is None else np.asarray(boxes[i], np.float32)
+        )
         for i, (gt, first) in enumerate(zip(gts, first_points, strict=True))
     ]
     size = predictor.spec.input_size
@@ -133,8 +136,17 @@ def run_batched(
             low_res, scores = low_res[:, 1:], scores[:, 1:]  # multimask: tokens 1..3
             masks = predictor.postprocess_masks(low_res, original_size=shape) > 0.0
             for row, track in enumerate(group):
-                _advance(track, masks[row], scores[row], low_res[row], next_point, steps, follow, feed_logits,
-                         masks_out is not None)
+                _advance(
+                    track,
+                    masks[row],
+                    scores[row],
+                    low_res[row],
+                    next_point,
+                    steps,
+                    follow,
+                    feed_logits,
+                    masks_out is not None,
+                )
     if masks_out is not None:
         masks_out.extend(t.masks for t in tracks)
     return [t.records for t in tracks]
@@ -174,13 +186,24 @@ def batched_points_putz(
     """protocols.run_points_putz for every slice; element i equals run_points_putz on slice i."""
     firsts = [[putz_first_point(np.asarray(gt, bool))] for gt in gts]
     return run_batched(
-        predictor, embeddings, gts, firsts, lambda i, gt, pred: putz_next_point(gt, pred), max_points,
-        follow=follow, feed_logits=feed_logits, masks_out=masks_out,
+        predictor,
+        embeddings,
+        gts,
+        firsts,
+        lambda i, gt, pred: putz_next_point(gt, pred),
+        max_points,
+        follow=follow,
+        feed_logits=feed_logits,
+        masks_out=masks_out,
     )
 
 
 def batched_points_mazurowski(
-    predictor, embeddings, gts, rngs: Sequence[np.random.Generator], max_points: int = 9,
+    predictor,
+    embeddings,
+    gts,
+    rngs: Sequence[np.random.Generator],
+    max_points: int = 9,
     masks_out: list | None = None,
 ) -> list[list[Step]]:
     """protocols.run_points_mazurowski per slice, slice i drawing its ties from ``rngs[i]`` (one
@@ -189,17 +212,35 @@ def batched_points_mazurowski(
         raise ValueError(f"need one generator per slice: {len(rngs)} for {len(gts)} slices")
     firsts = [[mazurowski_first_point(np.asarray(gt, bool), rng)] for gt, rng in zip(gts, rngs, strict=True)]
     return run_batched(
-        predictor, embeddings, gts, firsts, lambda i, gt, pred: mazurowski_next_point(gt, pred, rngs[i]),
-        max_points, follow="suggested", masks_out=masks_out,
+        predictor,
+        embeddings,
+        gts,
+        firsts,
+        lambda i, gt, pred: mazurowski_next_point(gt, pred, rngs[i]),
+        max_points,
+        follow="suggested",
+        masks_out=masks_out,
     )
 
 
 def batched_box_points(
-    predictor, embeddings, gts, boxes: Sequence[np.ndarray], max_clicks: int = 5, follow: str = "oracle",
+    predictor,
+    embeddings,
+    gts,
+    boxes: Sequence[np.ndarray],
+    max_clicks: int = 5,
+    follow: str = "oracle",
     masks_out: list | None = None,
 ) -> list[list[Step]]:
     """protocols.run_box_points per slice: box i alone, then up to ``max_clicks`` Putz clicks."""
     return run_batched(
-        predictor, embeddings, gts, [[] for _ in gts], lambda i, gt, pred: putz_next_point(gt, pred),
-        max_clicks + 1, boxes=boxes, follow=follow, masks_out=masks_out,
+        predictor,
+        embeddings,
+        gts,
+        [[] for _ in gts],
+        lambda i, gt, pred: putz_next_point(gt, pred),
+        max_clicks + 1,
+        boxes=boxes,
+        follow=follow,
+        masks_out=masks_out,
     )

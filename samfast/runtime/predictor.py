@@ -175,7 +175,9 @@ class Predictor:
             raise InputError(f"prompt fields disagree on the batch size: {sorted(batches)}")
         return prompts
 
-    def postprocess_masks(self, low_res: np.ndarray, original_size: tuple[int, int] | None = None) -> np.ndarray:
+    def postprocess_masks(
+        self, low_res: np.ndarray, original_size: tuple[int, int] | None = None
+    ) -> np.ndarray:
         """(B, C, L, L) low-res logits -> (B, C, H, W) logits in original image coordinates
         (those of the current image, or of ``original_size`` (H, W) when given)."""
         size = self.spec.input_size

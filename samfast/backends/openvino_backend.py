@@ -1,0 +1,109 @@
+"""OpenVINO CPU backend over the project's exported ONNX set, fp32 or opt-in bf16 (AMX/AVX-512).
+
+OpenVINO reads the same encoder.onnx / decoder.onnx ONNX Runtime runs; bf16 is its inference
+precision hint (weights and activations in bf16 on AMX tiles, accumulation in fp32).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from samfast.backends.base import Prompts
+from samfast.errors import InputError
+
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+# Parity tolerances of this backend (registered into samfast.eval.parity.TOLERANCES): fp32 must
+# match the reference as closely as ONNX Runtime; bf16 is judged like the fp16 engines, on masks.
+PARITY_TOLERANCES = {
+    "fp32": dict(rtol=1e-3, atol=1e-4, min_mask_dice=0.999, min_pass_fraction=1.0, max_iou_delta=1e-3),
+    "bf16": dict(
+        rtol=None,
+        atol=None,
+        min_mask_dice=0.99,
+        min_pass_fraction=0.99,
+        max_iou_delta=0.005,
+        iou_delta_is_mean=True,
+    ),
+}
+
+
+def register_parity_tolerances() -> None:
+    """Add this backend's rows to the one parity table (no-op for rows already there)."""
+    from samfast.eval.parity import TOLERANCES, Tolerance
+
+    for precision, values in PARITY_TOLERANCES.items():
+        TOLERANCES.setdefault(("openvino", precision), Tolerance(**values))
+
+
+def cpu_supports(precision: str) -> bool:
+    """Whether OpenVINO's CPU plugin runs ``precision`` natively here (bf16: AVX-512 BF16 or AMX)."""
+    import openvino as ov
+
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return precision == "fp32" or PRECISION_HINTS[precision].upper() in {c.upper() for c in capabilities}
+
+
+class OpenVinoBackend:
+    name = "openvino"
+
+    def __init__(
+        self,
+        folder: Path,
+        low_res_size: int,
+        device: str = "cpu",
+        precision: str = "fp32",
+        threads: int | None = None,
+    ) -> None:
+        import openvino as ov  # heavy; only when this backend is chosen
+
+        if device != "cpu":
+            raise InputError(f"the openvino backend runs on the CPU, not {device!r}")
+        if precision not in PRECISION_HINTS:
+            raise InputError(f"openvino precision {precision!r} unknown; choose one of fp32, bf16")
+        if not cpu_supports(precision):
+            raise InputError(f"this CPU has no native {precision} (needs AVX-512 BF16 or AMX)")
+        register_parity_tolerances()
+        config = {
+            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
+            # One request at a time, all cores on it: the interactive / per-slice pattern.
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.folder = Path(folder)
+        self.low_res_size = low_res_size
+        self.device = device
+        self.precision = precision
+        self.threads = threads
+        self._version = ov.get_version()
+        core = ov.Core()
+        self.encoder = core.compile_model(str(self.folder / "encoder.onnx"), "CPU", config)
+        self.decoder = core.compile_model(str(self.folder / "decoder.onnx"), "CPU", config)
+        # Infer requests keep their buffers between calls; outputs are copied out of them.
+        self._encode_request = self.encoder.create_infer_request()
+        self._decode_request = self.decoder.create_infer_request()
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        result = self._encode_request.infer({"images": np.ascontiguousarray(images, np.float32)})
+        return np.array(result[self.encoder.output(0)], np.float32, copy=True)
+
+    def decode(self, embedding: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
+        feeds = prompts.to_sam_onnx(self.low_res_size)
+        feeds["image_embeddings"] = np.ascontiguousarray(embedding, np.float32)
+        result = self._decode_request.infer(feeds)
+        masks = np.array(result[self.decoder.output("low_res_masks")], np.float32, copy=True)
+        iou = np.array(result[self.decoder.output("iou_predictions")], np.float32, copy=True)
+        return masks, iou
+
+    def describe(self) -> dict:
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "precision": self.precision,
+            "threads": self.threads,
+            "openvino": self._version,
+            "artifacts": str(self.folder),
+        }

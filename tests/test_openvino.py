@@ -1,0 +1,58 @@
+"""OpenVINO backend: the exported ONNX set on OpenVINO's CPU plugin, judged by the parity table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import tumour_slices
+
+pytest.importorskip("openvino", reason="the openvino extra is not installed")
+
+from samfast import Predictor  # noqa: E402
+from samfast.backends import BACKENDS  # noqa: E402
+from samfast.backends.openvino_backend import cpu_supports  # noqa: E402
+from samfast.errors import InputError  # noqa: E402
+from samfast.eval.parity import compare_predictors, tolerance_for  # noqa: E402
+from samfast.preprocess import normalize_mr_putz  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def slices(demo_cases) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    for volume, mask in demo_cases.values():
+        scaled = normalize_mr_putz(volume)
+        out += [(scaled[z], mask[z]) for z in tumour_slices(mask, 1)]
+    return out
+
+
+def test_openvino_fp32_keeps_parity_with_the_torch_reference(slices):
+    assert "openvino" in BACKENDS
+    reference = Predictor("litemedsam", backend="torch", log=lambda m: None)
+    candidate = Predictor("litemedsam", backend="openvino", threads=2, log=lambda m: None)
+    assert candidate.describe()["backend"] == "openvino"
+    report = compare_predictors(reference, candidate, slices, "openvino", "fp32")
+    summary = report.summary()
+    assert report.passed, summary
+    assert summary["min_mask_dice"] >= 0.999 and summary["max_iou_delta"] <= 1e-3
+
+
+@pytest.mark.skipif(not cpu_supports("bf16"), reason="no native bf16 on this CPU (AVX-512 BF16 / AMX)")
+def test_openvino_bf16_is_opt_in_and_close_but_judged_by_its_own_row(slices):
+    fp32 = Predictor("litemedsam", backend="openvino", threads=2, log=lambda m: None)
+    bf16 = Predictor("litemedsam", backend="openvino", precision="bf16", threads=2, log=lambda m: None)
+    assert fp32.describe()["precision"] == "fp32" and bf16.describe()["precision"] == "bf16"
+    tolerance = tolerance_for("openvino", "bf16")  # registered by the backend module
+    assert tolerance.rtol is None and tolerance.min_mask_dice == 0.99
+    image = slices[0][0]
+    fp32.set_image(image)
+    bf16.set_image(image)
+    a, b = fp32.get_image_embedding(), bf16.get_image_embedding()
+    relative = np.linalg.norm(a - b) / np.linalg.norm(a)
+    assert 0 < relative < 0.1  # really reduced precision, yet the same embedding
+
+
+def test_openvino_refuses_what_it_cannot_run():
+    with pytest.raises(InputError, match="CPU"):
+        Predictor("litemedsam", backend="openvino", device="cuda", log=lambda m: None)
+    with pytest.raises(InputError, match="precision"):
+        Predictor("litemedsam", backend="openvino", precision="fp16", log=lambda m: None)
