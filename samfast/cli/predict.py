@@ -98,7 +98,8 @@ def predict(
     if label is not None:
         label_image = read_image(label)
         check_same_grid(image, label_image, name=str(label))
-        truth = np.isin(get_slice(label_image, slice_index), target_labels(target))
+        values, labels = get_slice(label_image, slice_index), target_labels(target)
+        truth = values != 0 if labels is None else np.isin(values, labels)
     if not out.parent.is_dir():
         raise InputError(f"{out.parent}: output folder does not exist")
     if out.is_dir():

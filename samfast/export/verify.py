@@ -24,7 +24,7 @@ def parity_slices(per_case: int = SLICES_PER_CASE) -> tuple[tuple[np.ndarray, np
     from samfast.preprocess import normalize_mr_putz
 
     try:
-        cases = find_brats_cases(find_demo_data())
+        cases, _ = find_brats_cases(find_demo_data())
     except InputError as error:
         raise InputError(f"the parity check needs the demo data ({error}); or pass --no-verify") from None
     slices = []
