@@ -98,8 +98,8 @@ def predict(
     if label is not None:
         label_image = read_image(label)
         check_same_grid(image, label_image, name=str(label))
-        values, labels = get_slice(label_image, slice_index), target_labels(target)
-        truth = values != 0 if labels is None else np.isin(values, labels)
+        values, wanted = get_slice(label_image, slice_index), target_labels(target)
+        truth = values != 0 if wanted is None else np.isin(values, wanted)
     if not out.parent.is_dir():
         raise InputError(f"{out.parent}: output folder does not exist")
     if out.is_dir():
