@@ -11,6 +11,8 @@ import typer
 
 from samfast import __version__
 from samfast.cli import bench, evaluate, export, info, predict
+from samfast.cli import segment as segment_command
+from samfast.cli import serve as serve_command
 
 app = typer.Typer(
     name="samfast",
@@ -23,6 +25,8 @@ app.command("info")(info.info)
 app.command("predict")(predict.predict)
 app.command("export")(export.export)
 app.add_typer(bench.app, name="bench")
+app.command("segment")(segment_command.segment)
+app.command("serve")(serve_command.serve)
 app.command("eval")(evaluate.evaluate)
 
 

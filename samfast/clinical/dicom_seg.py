@@ -1,0 +1,83 @@
+"""DICOM Segmentation (binary, one segment) out and back in for a mask on a DICOM series (highdicom).
+
+Frames reference their source images, so the mask reads back slice for slice, identical.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from samfast import __version__
+from samfast.clinical.rtstruct import DEFAULT_COLOR, check_roi_name
+from samfast.errors import InputError
+from samfast.io.atomic import atomic_path
+
+
+def build_segmentation(mask: np.ndarray, series, roi_name: str, color=DEFAULT_COLOR):
+    """A highdicom Segmentation of ``mask`` (z, y, x) over ``series`` (datasets in z order)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    check_roi_name(roi_name)
+    mask = np.asarray(mask, bool)
+    if mask.shape != (len(series.datasets), series.datasets[0].Rows, series.datasets[0].Columns):
+        raise InputError(f"mask shape {mask.shape} does not match the series")
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="samfast", version=__version__, family=codes.cid7162.ArtificialIntelligence
+    )
+    segment = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label=roi_name,
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+        display_color=hd.color.CIELabColor.from_rgb(*color),
+    )
+    return hd.seg.Segmentation(
+        source_images=series.datasets,
+        pixel_array=mask.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment],
+        series_instance_uid=hd.UID(),
+        series_number=900,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="samfast",
+        manufacturer_model_name="samfast segment",
+        software_versions=__version__,
+        device_serial_number="0",
+        series_description=f"samfast {roi_name}"[:64],
+    )
+
+
+def write_dicom_seg(mask: np.ndarray, series, path: str | Path, roi_name: str, color=DEFAULT_COLOR) -> Path:
+    """Write the Segmentation to ``path`` atomically."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: output folder {path.parent} does not exist")
+    segmentation = build_segmentation(mask, series, roi_name, color)
+    with atomic_path(path) as tmp:
+        segmentation.save_as(str(tmp))
+    return path
+
+
+def read_dicom_seg(path: str | Path, series) -> np.ndarray:
+    """Segment 1 of a DICOM-SEG as a (z, y, x) bool mask on ``series`` (empty frames are zeros)."""
+    import highdicom as hd
+
+    segmentation = hd.seg.segread(str(path))
+    uids = [str(ds.SOPInstanceUID) for ds in series.datasets]
+    referenced = {
+        str(item.ReferencedSOPInstanceUID)
+        for frame in segmentation.PerFrameFunctionalGroupsSequence
+        for item in frame.DerivationImageSequence[0].SourceImageSequence
+    }
+    mask = np.zeros((len(uids), series.datasets[0].Rows, series.datasets[0].Columns), dtype=bool)
+    present = [i for i, uid in enumerate(uids) if uid in referenced]
+    if present:
+        frames = segmentation.get_pixels_by_source_instance([uids[i] for i in present], segment_numbers=[1])
+        mask[present] = frames[..., 0].astype(bool)
+    return mask

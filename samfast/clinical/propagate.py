@@ -1,0 +1,96 @@
+"""Slice propagation: from one prompted slice, walk to the neighbours, each slice prompted with the
+box of the previous slice's mask widened by a margin.
+
+The rule (also in docs/segment-and-serve.md): going up and then down from the start slice, slice
+z + 1 gets box = bounding box of mask(z) + margin on every side (``margin_mm``, converted per axis,
+at least 1 pixel), clipped to the image and, if the user gave a 3D box, to that box's footprint and
+slice range. The walk stops, and the new mask is dropped, at the first slice whose mask
+- has fewer than ``min_pixels`` pixels (the structure vanished),
+- overlaps the previous mask by less than ``min_overlap`` of its own area (it stopped overlapping:
+  the model found something else inside the box), or
+- has a predicted IoU below ``min_score``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from samfast.eval.metrics import bounding_box
+
+#: predict(z, box) -> (mask H×W bool, predicted IoU)
+SlicePredict = Callable[[int, np.ndarray], tuple[np.ndarray, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class PropagationRule:
+    margin_mm: float = 3.0
+    min_pixels: int = 10
+    min_overlap: float = 0.5
+    min_score: float = 0.0
+
+
+@dataclasses.dataclass
+class Walk:
+    masks: dict[int, np.ndarray]
+    scores: dict[int, float]
+    stops: dict[str, str]  # "down"/"up" -> why the walk ended
+
+
+def next_box(mask: np.ndarray, margin_px: tuple[float, float], limit: np.ndarray | None = None) -> np.ndarray:
+    """Box of ``mask`` widened by (x, y) margins, clipped to the image and to ``limit`` (x0 y0 x1 y1)."""
+    height, width = mask.shape
+    mx, my = margin_px
+    box = bounding_box(mask) + np.array([-mx, -my, mx, my], dtype=np.float32)
+    low = np.zeros(2) if limit is None else limit[:2]
+    high = np.array([width - 1, height - 1]) if limit is None else limit[2:]
+    box = np.concatenate([np.maximum(box[:2], low), np.minimum(box[2:], high)]).astype(np.float32)
+    box[2:] = np.maximum(box[2:], box[:2] + 1)  # a one-pixel mask still gives a valid box
+    return box
+
+
+def _stop_reason(mask: np.ndarray, score: float, previous: np.ndarray, rule: PropagationRule) -> str | None:
+    area = int(mask.sum())
+    if area < rule.min_pixels:
+        return f"mask vanished ({area} px)"
+    overlap = int(np.logical_and(mask, previous).sum()) / area
+    if overlap < rule.min_overlap:
+        return f"stopped overlapping ({overlap:.2f} of the mask on the previous one)"
+    if score < rule.min_score:
+        return f"predicted IoU {score:.2f} below {rule.min_score}"
+    return None
+
+
+def propagate(
+    predict: SlicePredict,
+    start: int,
+    start_mask: np.ndarray,
+    z_range: tuple[int, int],
+    pixel_spacing: tuple[float, float],
+    rule: PropagationRule = PropagationRule(),
+    limit: np.ndarray | None = None,
+) -> Walk:
+    """Walk from ``start`` (whose mask is given) to z_range's ends; see the module doc for the rule.
+
+    ``pixel_spacing`` is (row, column) mm; ``limit`` an optional x0 y0 x1 y1 no box may leave.
+    """
+    row_mm, col_mm = pixel_spacing
+    margin = (max(1.0, rule.margin_mm / col_mm), max(1.0, rule.margin_mm / row_mm))
+    walk = Walk({start: start_mask}, {}, {})
+    for name, step, end in (("down", -1, z_range[0]), ("up", 1, z_range[1])):
+        previous, z = start_mask, start + step
+        walk.stops[name] = "reached the end of the range"
+        if not previous.any():
+            walk.stops[name] = "start mask is empty"
+            continue
+        while (z >= end) if step < 0 else (z <= end):
+            mask, score = predict(z, next_box(previous, margin, limit))
+            reason = _stop_reason(mask, score, previous, rule)
+            if reason:
+                walk.stops[name] = f"slice {z}: {reason}"
+                break
+            walk.masks[z], walk.scores[z] = mask, score
+            previous, z = mask, z + step
+    return walk

@@ -1,0 +1,125 @@
+"""Sessions of the segmentation service: one open volume each, its embedding cache, its mask and undo.
+
+Memory is bounded: at most ``max_sessions`` sessions (the least recently used is closed to make
+room), ``cache_slices`` embeddings per session and ``max_undo`` undo steps. All sessions share one
+predictor; its lock serialises model calls, so sessions never see each other's embedding.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import secrets
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from samfast.clinical.prompts import SlicePrompt
+from samfast.clinical.slice_model import SliceModel
+from samfast.clinical.volume import Volume
+from samfast.errors import InputError
+
+
+class SessionNotFound(KeyError):
+    """No session with this id (never opened, closed, or evicted to make room)."""
+
+
+@dataclasses.dataclass
+class Session:
+    id: str
+    volume: Volume
+    model: SliceModel
+    mask: np.ndarray  # (z, y, x) bool: the current segmentation
+    scratch: Path | None = None  # upload folder, removed with the session
+    history: collections.deque = dataclasses.field(default_factory=collections.deque)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def describe(self) -> dict:
+        image = self.volume.image
+        return {
+            "session": self.id,
+            "size": list(image.GetSize()),
+            "spacing": list(image.GetSpacing()),
+            "origin": list(image.GetOrigin()),
+            "direction": list(image.GetDirection()),
+            "dicom": self.volume.series is not None,
+            "cached_slices": len(self.model._embeddings),
+        }
+
+
+class SessionStore:
+    def __init__(self, predictor, max_sessions: int = 4, cache_slices: int = 16, max_undo: int = 64) -> None:
+        if max_sessions < 1:
+            raise InputError("max_sessions must be at least 1")
+        self.predictor = predictor
+        self.max_sessions, self.cache_slices, self.max_undo = max_sessions, cache_slices, max_undo
+        self.model_lock = threading.Lock()
+        self._sessions: collections.OrderedDict[str, Session] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def open(self, volume: Volume, normalize: str = "auto", scratch: Path | None = None) -> Session:
+        model = SliceModel(self.predictor, volume.normalised(normalize), self.cache_slices, self.model_lock)
+        session = Session(secrets.token_urlsafe(16), volume, model, np.zeros(volume.shape, bool), scratch)
+        session.history = collections.deque(maxlen=self.max_undo)
+        with self._lock:
+            while len(self._sessions) >= self.max_sessions:
+                _, evicted = self._sessions.popitem(last=False)
+                _discard(evicted)
+            self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str) -> Session:
+        with self._lock:
+            if session_id not in self._sessions:
+                raise SessionNotFound(session_id)
+            self._sessions.move_to_end(session_id)
+            return self._sessions[session_id]
+
+    def close(self, session_id: str) -> None:
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+        if session is None:
+            raise SessionNotFound(session_id)
+        _discard(session)
+
+    def close_all(self) -> None:
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), collections.OrderedDict()
+        for session in sessions:
+            _discard(session)
+
+    def cache_bytes(self) -> int:
+        with self._lock:
+            return sum(s.model.cache_bytes() for s in self._sessions.values())
+
+
+def _discard(session: Session) -> None:
+    if session.scratch is not None:
+        shutil.rmtree(session.scratch, ignore_errors=True)
+
+
+def prompt_slice(session: Session, z: int, prompt: SlicePrompt) -> tuple[np.ndarray, float, bool]:
+    """Run a prompt on slice z, make its mask the slice's segmentation; (mask, predicted IoU, cached)."""
+    depth = session.volume.shape[0]
+    if not 0 <= z < depth:
+        raise InputError(f"slice {z} is out of range (0 to {depth - 1})")
+    mask, score, _, cached = session.model.predict(z, prompt)
+    with session.lock:
+        session.history.append((z, session.mask[z].copy()))
+        session.mask[z] = mask
+    return mask, score, cached
+
+
+def undo(session: Session) -> int:
+    """Restore the slice changed last; return its index."""
+    with session.lock:
+        if not session.history:
+            raise InputError("nothing to undo")
+        z, previous = session.history.pop()
+        session.mask[z] = previous
+    return z
