@@ -71,6 +71,22 @@ def test_cache_returns_identical_embeddings_and_counts(predictor, volume):
     assert content_key(prepared, identity) == content_key(prepared.copy(), identity)
 
 
+def test_predictor_with_a_cache_skips_the_encoder_for_a_slice_seen_before(predictor, volume):
+    scaled, zs = volume
+    expected = simple_path(predictor, scaled[zs[0]])
+    predictor.cache = EmbeddingCache()
+    try:
+        first = simple_path(predictor, scaled[zs[0]])
+        again = simple_path(predictor, scaled[zs[0]])
+        other = simple_path(predictor, scaled[zs[1]])
+        stats = predictor.cache.stats()
+    finally:
+        predictor.cache = None
+    assert np.array_equal(first, again) and np.array_equal(first, expected)
+    assert not np.array_equal(first, other)
+    assert (stats["hits"], stats["misses"], stats["entries"]) == (1, 2, 2)
+
+
 def test_cache_is_bounded_by_bytes_least_recently_used_out():
     one = np.zeros((1, 256, 64, 64), np.float32)
     cache = EmbeddingCache(max_bytes=3 * one.nbytes)

@@ -36,7 +36,10 @@ class Predictor:
         engine_dir: str | os.PathLike | None = None,
         log: Callable[[str], None] = print,
         threads: int | None = None,
+        cache=None,
     ) -> None:
+        """``cache``: a samfast.runtime.embedding_cache.EmbeddingCache; set_image then skips the
+        encoder for a slice (same preprocessed pixels, model, weights, backend, precision) seen before."""
         self.spec = get_spec(model)
         self.weights = resolve_weights(self.spec.name, checkpoint, random_weights)
         self.backend = create_backend(
@@ -49,6 +52,7 @@ class Predictor:
             log=log,
             threads=threads,
         )
+        self.cache = cache
         self.reset_image()
 
     @classmethod
@@ -58,6 +62,7 @@ class Predictor:
         predictor.spec = get_spec(model)
         predictor.weights = weights
         predictor.backend = backend
+        predictor.cache = None
         predictor.reset_image()
         return predictor
 
@@ -97,7 +102,13 @@ class Predictor:
         """Compute and keep the embedding of one slice."""
         prepared = self.prepare_image(image)
         self._set_geometry(np.asarray(image).shape[:2])
-        self._embedding = self.backend.encode(prepared[None])
+        if self.cache is None:
+            self._embedding = self.backend.encode(prepared[None])
+        else:
+            from samfast.runtime.embedding_cache import embedding_identity, encode_cached
+
+            identity = embedding_identity(self)
+            self._embedding = encode_cached(self.backend, prepared[None], self.cache, identity)
 
     def _set_geometry(self, original_size: tuple[int, int]) -> None:
         self.original_size = (int(original_size[0]), int(original_size[1]))
