@@ -62,6 +62,23 @@ def _contours(plane: np.ndarray, ds) -> list[list[float]]:
     return out
 
 
+def _quietly(function, *args):
+    """Call ``function`` without pydicom's deprecation notices: rt-utils sets is_little_endian and
+    is_implicit_VR, which pydicom 3 deprecates; the file written is the same (the transfer syntax decides)."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return function(*args)
+    finally:
+        logger.setLevel(level)
+
+
 def build_rtstruct(mask: np.ndarray, series, roi_name: str, color=DEFAULT_COLOR, description: str = ""):
     """An RT Structure Set dataset holding one ROI for ``mask`` (z, y, x) on ``series`` (z order).
 
@@ -78,7 +95,7 @@ def build_rtstruct(mask: np.ndarray, series, roi_name: str, color=DEFAULT_COLOR,
     first = series.datasets[0]
     if mask.shape != (len(series.datasets), first.Rows, first.Columns):
         raise InputError(f"mask shape {mask.shape} does not match the series")
-    dataset = ds_helper.create_rtstruct_dataset(series.datasets)
+    dataset = _quietly(ds_helper.create_rtstruct_dataset, series.datasets)
     dataset.Manufacturer = "samfast"
     dataset.SoftwareVersions = __version__
     dataset.StructureSetLabel = roi_name[:16]
