@@ -102,6 +102,15 @@ def _curves(summary: dict) -> list[str]:
             rows = [[str(k + 1)] + [f"{curves[n][k]:.3f}" for n in SELECTIONS] for k in range(steps)]
             out += [f"## {protocol} ({plane}): mean IoU after each prompt step", ""]
             out += _table(["step", "oracle", "suggested", "previous-slice"], rows)
+            gap = entry.get("previous_slice_vs_oracle")
+            if gap:
+                out += [
+                    "Previous-slice selection picked the oracle's mask on "
+                    f"{100 * gap['same_mask_as_oracle']:.1f} % of steps (suggested: "
+                    f"{100 * gap['same_mask_as_suggested']:.1f} %); mean IoU gap to the oracle "
+                    f"{gap['mean_iou_gap']:.3f}.",
+                    "",
+                ]
     return out
 
 

@@ -63,6 +63,14 @@ def _protocol_plane(slices: list[dict], steps: dict[tuple, list[dict]]) -> dict:
             f">={AREA_SPLIT_MM2:g} mm²": _group([r for r in slices if r["area_mm2"] >= AREA_SPLIT_MM2]),
         },
     }
+    multimask = [s for steps_ in trajectories for s in steps_ if len(s["ious"]) > 1]
+    if multimask:
+        # How close Putz's proposed previous-slice selection comes to the oracle (no paper measured it).
+        entry["previous_slice_vs_oracle"] = {
+            "same_mask_as_oracle": float(np.mean([s["previous"] == s["oracle"] for s in multimask])),
+            "same_mask_as_suggested": float(np.mean([s["suggested"] == s["oracle"] for s in multimask])),
+            "mean_iou_gap": float(np.mean([s["oracle_iou"] - s["previous_iou"] for s in multimask])),
+        }
     if len(set(areas)) > 2 and len(set(best)) > 1:
         rho, p = stats.spearmanr(areas, best)
         entry["spearman_best_iou_vs_area"] = {"rho": float(rho), "p": float(p), "n": len(best)}
