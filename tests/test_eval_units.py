@@ -190,7 +190,14 @@ def test_describe_and_summary_statistics_match_numpy_and_scipy():
         }
         base = {"case": "c", "plane": "axial", "slice": i, "backend": "b", "protocol": "box", "grade": "HGG"}
         rows.append(
-            {"row": "step", **base, "oracle_iou": value, "suggested_iou": value, "previous_iou": value}
+            {
+                "row": "step",
+                **base,
+                "ious": [value],
+                "oracle_iou": value,
+                "suggested_iou": value,
+                "previous_iou": value,
+            }
         )
         sel = {name: selection for name in ("oracle", "suggested", "previous")}
         rows.append({"row": "slice", **base, "area_mm2": float(area), "selections": sel})
