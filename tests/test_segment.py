@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import CASES, TUMOUR_CORE, load_case
-from dicom_fixtures import build_series, tumour_crop
+from dicom_fixtures import build_series, demo_images, tumour_crop
 from typer.testing import CliRunner
 
 from samfast import Predictor
@@ -147,3 +147,44 @@ def test_propagation_from_the_central_slice_is_within_005_of_per_slice_boxes(cas
         f"(slices {min(walked.scores)}-{max(walked.scores)}; {walked.stops})"
     )
     assert propagated >= tight - 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case_id", CASES)
+def test_segment_on_a_whole_demo_case_as_dicom(case_id, predictor, tmp_path):
+    """The whole case as a DICOM series, its tumour core's 3D box: NIfTI, RTSTRUCT and DICOM-SEG agree."""
+    image, label = demo_images(case_id)
+    series = build_series(image, tmp_path / "series")
+    sitk.WriteImage(label, str(tmp_path / "label.nii.gz"))
+    core = np.isin(sitk.GetArrayFromImage(label), TUMOUR_CORE)
+    zs = np.flatnonzero(core.any(axis=(1, 2)))
+    x0, y0, x1, y1 = (float(v) for v in tight_box(core.any(axis=0)))
+    out, rt, seg = tmp_path / "mask.nii.gz", tmp_path / "rt", tmp_path / "seg.dcm"
+    args = ["segment", str(series), "--box", *map(str, [x0, y0, zs[0], x1, y1, zs[-1]])]
+    args += [
+        "--out",
+        str(out),
+        "--rtstruct",
+        str(rt),
+        "--seg",
+        str(seg),
+        "--label",
+        str(tmp_path / "label.nii.gz"),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    volume = load_volume(series)
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out))).astype(bool)
+    rt_dice = dice(read_rtstruct_mask(rt / rtstruct_file_name("SAMFAST"), volume.series, "SAMFAST"), mask)
+    seg_same = np.array_equal(read_dicom_seg(seg, volume.series), mask)
+    model = SliceModel(predictor, normalize_mr_putz(sitk.GetArrayFromImage(volume.image)))
+    box = np.array([x0, y0, x1, y1], np.float32)
+    reference = np.zeros_like(mask)
+    for z in zs:
+        reference[z] = model.predict(int(z), SlicePrompt(box=box))[0]
+    print(
+        f"\n{case_id}: segment --box over slices {zs[0]}-{zs[-1]}: 3D Dice vs tumour core "
+        f"{dice(mask, core):.4f} (predictor slice by slice {dice(reference, core):.4f}); "
+        f"RTSTRUCT round trip Dice {rt_dice:.4f}; DICOM-SEG identical {seg_same}"
+    )
+    assert rt_dice >= 0.99 and seg_same and np.array_equal(mask, reference)

@@ -14,7 +14,13 @@ from typing import Annotated
 import typer
 
 from samfast.cli._common import guarded
+from samfast.cli.bench import Target
 from samfast.errors import InputError
+
+# Options shared with `samfast serve`.
+Model = Annotated[str, typer.Option("--model", "-m", help="Registry model name.")]
+Backend = Annotated[str, typer.Option("--backend", help="torch or onnxruntime.")]
+Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 
 
 def _check_outputs(volume, out: Path | None, rtstruct: Path | None, seg: Path | None) -> None:
@@ -108,9 +114,9 @@ def segment(
     seg: Annotated[Path | None, typer.Option("--seg", help="DICOM-SEG file to write.")] = None,
     roi_name: Annotated[str, typer.Option("--roi-name", help="ROI / segment name.")] = "SAMFAST",
     color: Annotated[str, typer.Option("--color", help="ROI colour R,G,B or #rrggbb.")] = "255,0,0",
-    model: Annotated[str, typer.Option("--model", "-m", help="Registry model name.")] = "litemedsam",
-    backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime.")] = "onnxruntime",
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    model: Model = "litemedsam",
+    backend: Backend = "onnxruntime",
+    device: Device = "cpu",
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Official checkpoint file.")] = None,
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Plumbing tests only.")] = False,
     normalize: Annotated[
@@ -122,9 +128,7 @@ def segment(
     label: Annotated[
         Path | None, typer.Option("--label", help="Label volume: print 3D Dice against it.")
     ] = None,
-    target: Annotated[
-        str, typer.Option("--target", help="Label region: tc, wt, et or labels like 1,4.")
-    ] = "tc",
+    target: Target = "tc",
 ) -> None:
     """Segment a volume from a 3D box and/or clicks; write NIfTI, RTSTRUCT and/or DICOM-SEG."""
     import numpy as np

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from samfast.cli._common import guarded
+from samfast.cli.segment import Backend, Device, Model
 from samfast.errors import InputError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -29,9 +30,9 @@ def serve(
         typer.Option("--cache-slices", help="Slice embeddings kept per session (4 MiB each for LiteMedSAM)."),
     ] = 16,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest request body.")] = 256.0,
-    model: Annotated[str, typer.Option("--model", "-m", help="Registry model name.")] = "litemedsam",
-    backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime.")] = "onnxruntime",
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    model: Model = "litemedsam",
+    backend: Backend = "onnxruntime",
+    device: Device = "cpu",
 ) -> None:
     """Serve sessions over HTTP: open a volume, click/box -> mask, undo, RTSTRUCT (OpenAPI at /docs)."""
     api_key = api_key or os.environ.get("SAMFAST_API_KEY")
