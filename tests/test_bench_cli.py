@@ -259,3 +259,19 @@ def test_eval_on_generic_pairs_from_folders_and_csv(cropped, tmp_path):
     assert {r["grade"] for r in rows(out, "slice")} == {"HGG"}
     result = CliRunner().invoke(app, ["eval", "--out", out, *common])
     assert result.exit_code == 2 and "--images" in result.stderr
+
+
+def test_eval_reads_dicom_series_folders(cropped, tmp_path):
+    from dicom_fixtures import build_series
+
+    image, label = cropped
+    build_series(image, tmp_path / "images" / "p1")
+    (tmp_path / "labels").mkdir()
+    sitk.WriteImage(label, str(tmp_path / "labels" / "p1.nii.gz"))
+    out = tmp_path / "run"
+    args = ["eval", "--images", tmp_path / "images", "--labels", tmp_path / "labels", "--out", out]
+    result = CliRunner().invoke(app, [*map(str, args), *TINY, "--target", "1,4", "--slices-per-case", 2])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cases"]["evaluated"] == 1 and not summary["cases"]["skipped"]
+    assert summary["protocols"]["box"]["axial"]["slices"] == 2

@@ -175,12 +175,20 @@ def read_pairs_csv(path: str | Path) -> tuple[list[Case], list[Skipped]]:
     return cases, skipped
 
 
+def _read(path: Path) -> sitk.Image:
+    if path.is_dir():  # a DICOM series: one series, no missing slices, even spacing (checked there)
+        from samfast.clinical.dicom_series import read_dicom_series
+
+        return read_dicom_series(path)[0]
+    return read_image(path)
+
+
 def load_case(case: Case, target: str = "tc") -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """(image z,y,x float32, target mask z,y,x bool, spacing x,y,z mm) after checking the grids agree.
 
     Raises InputError for anything that makes the case unusable, including an empty target.
     """
-    image, label = read_image(case.image), read_image(case.label)
+    image, label = _read(Path(case.image)), _read(Path(case.label))
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{case.case_id}: image must be a 3D scalar volume")
     check_same_grid(image, label, name=f"{case.case_id} label")
