@@ -81,6 +81,33 @@ def test_propagation_walks_from_the_box_slice_and_says_why_it_stopped(case, pred
     assert dice(result.mask, core) > 0.6
 
 
+def test_cli_propagates_from_an_lps_prompts_file(case, predictor, tmp_path):
+    series, _, _, box = case
+    volume = load_volume(series)
+    corners = [
+        volume.image.TransformContinuousIndexToPhysicalPoint((b[0], b[1], 2.0)) for b in (box[:2], box[3:5])
+    ]
+    (tmp_path / "prompts.json").write_text(json.dumps({"frame": "lps", "box": [*corners[0], *corners[1]]}))
+    out = tmp_path / "mask.nii.gz"
+    args = [
+        "segment",
+        str(series),
+        "--prompts",
+        str(tmp_path / "prompts.json"),
+        "--propagate",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    assert "propagation from slice 2" in result.stdout
+    sidecar = json.loads((tmp_path / "mask.json").read_text())
+    assert sidecar["propagation"]["start"] == 2 and set(sidecar["propagation"]["stops"]) == {"down", "up"}
+    prompts = build_prompts(volume.image, box[:2] + [2] + box[3:5] + [2])
+    expected = segment_volume(SliceModel(predictor, volume.normalised()), prompts, (1.0, 1.0), True).mask
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out))).astype(bool), expected)
+
+
 def _disk(radius: float, centre=(40, 40), shape=(80, 80)) -> np.ndarray:
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     return (yy - centre[1]) ** 2 + (xx - centre[0]) ** 2 <= radius**2
@@ -92,7 +119,7 @@ def test_walk_stops_where_the_structure_vanishes():
     def predict(z, box):
         return (_disk(radii[z]) if radii[z] > 0 else np.zeros((80, 80), bool)), 0.9
 
-    walk = propagate(predict, 5, _disk(20), (0, 10), (1.0, 1.0), PropagationRule(min_pixels=10))
+    walk = propagate(predict, 5, _disk(20), None, (0, 10), (1.0, 1.0), PropagationRule(min_pixels=10))
     assert sorted(walk.masks) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     assert "vanished" in walk.stops["down"] and "slice 0" in walk.stops["down"]
 
@@ -101,7 +128,7 @@ def test_walk_stops_when_the_mask_jumps_elsewhere():
     def predict(z, box):
         return (_disk(8) if z < 7 else _disk(8, centre=(12, 12))), 0.9
 
-    walk = propagate(predict, 5, _disk(8), (0, 10), (1.0, 1.0))
+    walk = propagate(predict, 5, _disk(8), None, (0, 10), (1.0, 1.0))
     assert max(walk.masks) == 6 and "stopped overlapping" in walk.stops["up"]
 
 
@@ -110,6 +137,8 @@ def test_next_box_adds_the_margin_in_pixels_and_stays_inside():
     mask[10:20, 2:30] = True
     np.testing.assert_allclose(next_box(mask, (3.0, 2.0)), [0, 8, 32, 21])
     np.testing.assert_allclose(next_box(mask, (3.0, 2.0), np.array([5, 5, 25, 40])), [5, 8, 25, 21])
+    previous = np.array([0, 0, 40, 41], np.float32)
+    np.testing.assert_allclose(next_box(mask, (3.0, 2.0), None, previous, 0.75), [0, 2, 38, 36])
 
 
 def test_clicks_on_two_slices_cannot_start_a_propagation(case, predictor):
@@ -128,7 +157,7 @@ def tight_box(mask: np.ndarray) -> np.ndarray:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case_id", CASES)
-def test_propagation_from_the_central_slice_is_within_005_of_per_slice_boxes(case_id, predictor):
+def test_propagation_from_the_central_slice_is_within_005_of_the_3d_box(case_id, predictor):
     volume, core = load_case(case_id)
     scaled = normalize_mr_putz(volume)
     model = SliceModel(predictor, scaled, cache_slices=volume.shape[0])
@@ -146,7 +175,8 @@ def test_propagation_from_the_central_slice_is_within_005_of_per_slice_boxes(cas
         f"propagation from slice {centre} {propagated:.4f} "
         f"(slices {min(walked.scores)}-{max(walked.scores)}; {walked.stops})"
     )
-    assert propagated >= tight - 0.05
+    # The yardstick: a 3D box becomes per-slice boxes; the tight box per slice is an upper bound.
+    assert propagated >= extent - 0.05
 
 
 @pytest.mark.slow

@@ -196,6 +196,17 @@ def test_oversize_upload_is_refused_and_the_server_keeps_serving(server):
     files = {"file": ("big.nii.gz", b"\0" * (LIMIT + 1), "application/gzip")}
     reply = server.post("/sessions/upload", files=files, headers=H)
     assert reply.status_code == 413 and "larger than" in reply.json()["detail"]
+
+    def chunks():  # no Content-Length: the body is counted as it streams in
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.nii.gz"\r\n\r\n'
+        for _ in range(LIMIT // 2**16 + 2):
+            yield b"\0" * 2**16
+        yield b"\r\n--b--\r\n"
+
+    streamed = server.post(
+        "/sessions/upload", content=chunks(), headers={**H, "content-type": "multipart/form-data; boundary=b"}
+    )
+    assert streamed.status_code == 413 and "larger than" in streamed.json()["detail"]
     assert server.get("/health", headers=H).status_code == 200
 
 

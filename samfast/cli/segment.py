@@ -104,7 +104,7 @@ def segment(
     ] = False,
     margin_mm: Annotated[
         float, typer.Option("--margin-mm", help="Propagation: box margin around a mask.")
-    ] = 3.0,
+    ] = 6.0,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Mask volume (.nii.gz, .nrrd, .mha).")
     ] = None,

@@ -1,10 +1,11 @@
 """Slice propagation: from one prompted slice, walk to the neighbours, each slice prompted with the
 box of the previous slice's mask widened by a margin.
 
-The rule (also in docs/segment-and-serve.md): going up and then down from the start slice, slice
-z + 1 gets box = bounding box of mask(z) + margin on every side (``margin_mm``, converted per axis,
-at least 1 pixel), clipped to the image and, if the user gave a 3D box, to that box's footprint and
-slice range. The walk stops, and the new mask is dropped, at the first slice whose mask
+The rule (also in docs/segment-and-serve.md): going down and then up from the start slice, the next
+slice's box is 0.8 × the previous slice's box + 0.2 × (bounding box of the previous slice's mask +
+``margin_mm`` on every side, converted per axis, at least 1 pixel), clipped to the image and, if the
+user gave a 3D box, to that box's footprint and slice range. The walk stops, and the new mask is
+dropped, at the first slice whose mask
 - has fewer than ``min_pixels`` pixels (the structure vanished),
 - overlaps the previous mask by less than ``min_overlap`` of its own area (it stopped overlapping:
   the model found something else inside the box), or
@@ -26,10 +27,13 @@ SlicePredict = Callable[[int, np.ndarray], tuple[np.ndarray, float]]
 
 @dataclasses.dataclass(frozen=True)
 class PropagationRule:
-    margin_mm: float = 3.0
+    margin_mm: float = 6.0
+    #: Share of the previous box kept in the next one (0 = the mask box alone). The model's masks
+    #: run a little inside the structure, so a box made only from them shrinks slice after slice.
+    momentum: float = 0.8
     min_pixels: int = 10
     min_overlap: float = 0.5
-    min_score: float = 0.0
+    min_score: float = 0.6
 
 
 @dataclasses.dataclass
@@ -39,11 +43,20 @@ class Walk:
     stops: dict[str, str]  # "down"/"up" -> why the walk ended
 
 
-def next_box(mask: np.ndarray, margin_px: tuple[float, float], limit: np.ndarray | None = None) -> np.ndarray:
-    """Box of ``mask`` widened by (x, y) margins, clipped to the image and to ``limit`` (x0 y0 x1 y1)."""
+def next_box(
+    mask: np.ndarray,
+    margin_px: tuple[float, float],
+    limit: np.ndarray | None = None,
+    previous_box: np.ndarray | None = None,
+    momentum: float = 0.0,
+) -> np.ndarray:
+    """Box of ``mask`` widened by (x, y) margins, blended with ``previous_box`` by ``momentum``,
+    clipped to the image and to ``limit`` (x0 y0 x1 y1)."""
     height, width = mask.shape
     mx, my = margin_px
     box = bounding_box(mask) + np.array([-mx, -my, mx, my], dtype=np.float32)
+    if previous_box is not None and momentum > 0:
+        box = momentum * np.asarray(previous_box, np.float32) + (1 - momentum) * box
     low = np.zeros(2) if limit is None else limit[:2]
     high = np.array([width - 1, height - 1]) if limit is None else limit[2:]
     box = np.concatenate([np.maximum(box[:2], low), np.minimum(box[2:], high)]).astype(np.float32)
@@ -67,12 +80,13 @@ def propagate(
     predict: SlicePredict,
     start: int,
     start_mask: np.ndarray,
+    start_box: np.ndarray | None,
     z_range: tuple[int, int],
     pixel_spacing: tuple[float, float],
     rule: PropagationRule = PropagationRule(),
     limit: np.ndarray | None = None,
 ) -> Walk:
-    """Walk from ``start`` (whose mask is given) to z_range's ends; see the module doc for the rule.
+    """Walk from ``start`` (whose mask and box are given) to z_range's ends; see the module doc.
 
     ``pixel_spacing`` is (row, column) mm; ``limit`` an optional x0 y0 x1 y1 no box may leave.
     """
@@ -80,13 +94,14 @@ def propagate(
     margin = (max(1.0, rule.margin_mm / col_mm), max(1.0, rule.margin_mm / row_mm))
     walk = Walk({start: start_mask}, {}, {})
     for name, step, end in (("down", -1, z_range[0]), ("up", 1, z_range[1])):
-        previous, z = start_mask, start + step
+        previous, box, z = start_mask, start_box, start + step
         walk.stops[name] = "reached the end of the range"
         if not previous.any():
             walk.stops[name] = "start mask is empty"
             continue
         while (z >= end) if step < 0 else (z <= end):
-            mask, score = predict(z, next_box(previous, margin, limit))
+            box = next_box(previous, margin, limit, box, rule.momentum)
+            mask, score = predict(z, box)
             reason = _stop_reason(mask, score, previous, rule)
             if reason:
                 walk.stops[name] = f"slice {z}: {reason}"

@@ -71,6 +71,7 @@ def segment_volume(
         predict,
         start,
         start_mask,
+        start_prompt.box,
         (z0, z1) if bounded else (0, depth - 1),
         pixel_spacing,
         rule or PropagationRule(),
