@@ -133,6 +133,11 @@ def test_full_session_upload_click_undo_export(server, volumes):
     expected = np.zeros(local.shape, bool)
     expected[2] = _mask(first)
     assert dice(read_rtstruct_mask(rt_path, local.series, "GTV"), expected) >= 0.99
+    nifti = server.get(f"/sessions/{sid}/mask", headers=H)
+    (series.parent / "mask.nii.gz").write_bytes(nifti.content)
+    back = sitk.ReadImage(str(series.parent / "mask.nii.gz"))
+    assert np.array_equal(sitk.GetArrayFromImage(back).astype(bool), expected)
+    np.testing.assert_allclose(back.GetOrigin(), local.image.GetOrigin(), atol=1e-5)
     assert server.delete(f"/sessions/{sid}", headers=H).status_code == 200
     assert server.get(f"/sessions/{sid}", headers=H).status_code == 404
 

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from samfast.clinical.prompts import SlicePrompt
-from samfast.clinical.volume import VOLUME_SUFFIXES, load_volume
+from samfast.clinical.volume import VOLUME_SUFFIXES, load_volume, write_volume_mask
 from samfast.errors import InputError, SamfastError
 from samfast.io.atomic import full_suffix
 from samfast.serve.sessions import SessionNotFound, SessionStore, prompt_slice, undo
@@ -233,6 +233,16 @@ def create_app(
         with tempfile.TemporaryDirectory(prefix="samfast-rt-") as folder:
             path = write_rtstruct(mask, session.volume.series, Path(folder) / "out", request.roi_name, color)
             return Response(path.read_bytes(), media_type="application/dicom")
+
+    @app.get("/sessions/{session_id}/mask", response_class=Response)
+    def export_mask(session_id: str) -> Response:
+        """The whole mask as NIfTI (uint8, gzip) with the volume's geometry."""
+        session = store.get(session_id)
+        with session.lock:
+            mask = session.mask.copy()
+        with tempfile.TemporaryDirectory(prefix="samfast-mask-") as folder:
+            path = write_volume_mask(mask, session.volume, Path(folder) / "mask.nii.gz", "samfast serve")
+            return Response(path.read_bytes(), media_type="application/gzip")
 
     @app.delete("/sessions/{session_id}")
     def close(session_id: str) -> dict:
