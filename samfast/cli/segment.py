@@ -94,7 +94,10 @@ def segment(
     ] = None,
     prompts_file: Annotated[
         Path | None,
-        typer.Option("--prompts", help='JSON: {"frame", "box": [6 numbers], "points": [[x,y,z,l]]}.'),
+        typer.Option(
+            "--prompts",
+            help="JSON file with frame, box (6 numbers) and points (x, y, z, label each); see docs.",
+        ),
     ] = None,
     frame: Annotated[
         str, typer.Option("--frame", help="Prompt coordinates: voxel (indices) or lps (patient mm).")
