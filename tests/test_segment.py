@@ -85,7 +85,8 @@ def test_cli_propagates_from_an_lps_prompts_file(case, predictor, tmp_path):
     series, _, _, box = case
     volume = load_volume(series)
     corners = [
-        volume.image.TransformContinuousIndexToPhysicalPoint((b[0], b[1], 2.0)) for b in (box[:2], box[3:5])
+        volume.image.TransformContinuousIndexToPhysicalPoint((float(b[0]), float(b[1]), 2.0))
+        for b in (box[:2], box[3:5])
     ]
     (tmp_path / "prompts.json").write_text(json.dumps({"frame": "lps", "box": [*corners[0], *corners[1]]}))
     out = tmp_path / "mask.nii.gz"
