@@ -133,6 +133,27 @@ def test_walk_stops_when_the_mask_jumps_elsewhere():
     assert max(walk.masks) == 6 and "stopped overlapping" in walk.stops["up"]
 
 
+def test_walk_stops_below_a_share_of_the_start_slice_predicted_iou():
+    """The same disk everywhere, the model's confidence falling off with distance from the start slice:
+    the floor is 0.8 × the start score when that is above the absolute 0.6, else 0.6."""
+    scores = {z: 0.9 - 0.04 * abs(z - 5) for z in range(11)}  # 0.90 at the start, 0.70 at slices 0 and 10
+
+    def predict(z, box):
+        return _disk(10), scores[z]
+
+    rule = PropagationRule()
+    walk = propagate(predict, 5, _disk(10), None, (0, 10), (1.0, 1.0), rule, start_score=0.9)
+    # floor 0.72: slices 1 and 9 score 0.74 and are kept, slices 0 and 10 (0.70) stop the walk
+    assert sorted(walk.masks) == list(range(1, 10))
+    assert "slice 0: predicted IoU 0.700 below 0.720" in walk.stops["down"]
+    assert "slice 10" in walk.stops["up"]
+    # a poorly scored start slice: 0.8 × 0.7 = 0.56 is below the absolute floor, which applies
+    assert rule.score_floor(0.7) == pytest.approx(0.6) and rule.score_floor(None) == pytest.approx(0.6)
+    # without a start score only the absolute floor applies: the walk reaches both ends
+    walk = propagate(predict, 5, _disk(10), None, (0, 10), (1.0, 1.0), rule)
+    assert sorted(walk.masks) == list(range(11))
+
+
 def test_next_box_adds_the_margin_in_pixels_and_stays_inside():
     mask = np.zeros((50, 60), bool)
     mask[10:20, 2:30] = True

@@ -9,7 +9,12 @@ dropped, at the first slice whose mask
 - has fewer than ``min_pixels`` pixels (the structure vanished),
 - overlaps the previous mask by less than ``min_overlap`` of its own area (it stopped overlapping:
   the model found something else inside the box), or
-- has a predicted IoU below ``min_score``.
+- has a predicted IoU below ``min_score_ratio`` × the start slice's predicted IoU (and never below
+  ``min_score``). The start slice is the one the user prompted, so its score is the model's
+  confidence on this structure in this image; beyond the structure's end the blended box still
+  yields a mask, but one the model scores clearly lower than that (on the demo cases 0.56-0.72
+  past the end against 0.79-0.85 on the start slice). A fixed 0.6 let case 001's walk run five
+  slices past the tumour.
 """
 
 from __future__ import annotations
@@ -33,7 +38,16 @@ class PropagationRule:
     momentum: float = 0.8
     min_pixels: int = 10
     min_overlap: float = 0.5
+    #: Stop below this share of the start slice's predicted IoU (relative: calibrated per volume) ...
+    min_score_ratio: float = 0.8
+    #: ... and never continue below this absolute predicted IoU.
     min_score: float = 0.6
+
+    def score_floor(self, start_score: float | None) -> float:
+        """The predicted IoU below which the walk stops, given the start slice's predicted IoU."""
+        if start_score is None:
+            return self.min_score
+        return max(self.min_score, self.min_score_ratio * start_score)
 
 
 @dataclasses.dataclass
@@ -64,15 +78,17 @@ def next_box(
     return box
 
 
-def _stop_reason(mask: np.ndarray, score: float, previous: np.ndarray, rule: PropagationRule) -> str | None:
+def _stop_reason(
+    mask: np.ndarray, score: float, previous: np.ndarray, rule: PropagationRule, floor: float
+) -> str | None:
     area = int(mask.sum())
     if area < rule.min_pixels:
         return f"mask vanished ({area} px)"
     overlap = int(np.logical_and(mask, previous).sum()) / area
     if overlap < rule.min_overlap:
         return f"stopped overlapping ({overlap:.2f} of the mask on the previous one)"
-    if score < rule.min_score:
-        return f"predicted IoU {score:.2f} below {rule.min_score}"
+    if score < floor:
+        return f"predicted IoU {score:.3f} below {floor:.3f}"
     return None
 
 
@@ -85,11 +101,14 @@ def propagate(
     pixel_spacing: tuple[float, float],
     rule: PropagationRule = PropagationRule(),
     limit: np.ndarray | None = None,
+    start_score: float | None = None,
 ) -> Walk:
     """Walk from ``start`` (whose mask and box are given) to z_range's ends; see the module doc.
 
-    ``pixel_spacing`` is (row, column) mm; ``limit`` an optional x0 y0 x1 y1 no box may leave.
+    ``pixel_spacing`` is (row, column) mm; ``limit`` an optional x0 y0 x1 y1 no box may leave;
+    ``start_score`` the start mask's predicted IoU (without it only ``rule.min_score`` applies).
     """
+    floor = rule.score_floor(start_score)
     row_mm, col_mm = pixel_spacing
     margin = (max(1.0, rule.margin_mm / col_mm), max(1.0, rule.margin_mm / row_mm))
     walk = Walk({start: start_mask}, {}, {})
@@ -102,7 +121,7 @@ def propagate(
         while (z >= end) if step < 0 else (z <= end):
             box = next_box(previous, margin, limit, box, rule.momentum)
             mask, score = predict(z, box)
-            reason = _stop_reason(mask, score, previous, rule)
+            reason = _stop_reason(mask, score, previous, rule, floor)
             if reason:
                 walk.stops[name] = f"slice {z}: {reason}"
                 break

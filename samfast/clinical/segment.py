@@ -76,6 +76,7 @@ def segment_volume(
         pixel_spacing,
         rule or PropagationRule(),
         limit,
+        start_score,
     )
     for z, found in walk.masks.items():
         mask[z] = found
