@@ -45,7 +45,10 @@ SlicesPerCase = Annotated[
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of every random prompt choice.")]
 Target = Annotated[
-    str, typer.Option("--target", help="tc (labels 1|4; 1|3 in BraTS 2023), wt, et, nonzero, or label values like 1,4.")
+    str,
+    typer.Option(
+        "--target", help="tc (labels 1|4; 1|3 in BraTS 2023), wt, et, nonzero, or label values like 1,4."
+    ),
 ]
 MinArea = Annotated[int, typer.Option("--min-area", help="Slices need this many target pixels.")]
 Normalization = Annotated[
