@@ -209,7 +209,10 @@ def _json(value) -> str:
 
 
 def _print(summary: dict, random_weights: bool) -> None:
-    console = Console()
+    import sys
+
+    # Piped or logged output gets the full table instead of 80 truncated columns.
+    console = Console() if sys.stdout.isatty() else Console(width=150)
     if random_weights:
         console.print("[bold red]RANDOM WEIGHTS: these numbers say nothing about segmentation quality")
     table = Table(
