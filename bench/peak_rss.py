@@ -27,6 +27,16 @@ CASE = "BraTS20_Demo_001"
 CASE_DIR = Path(__file__).resolve().parents[1] / "data" / "brats_demo" / CASE
 
 
+def peak_rss_kib() -> int:
+    """VmHWM of this process. Not ru_maxrss: Linux carries that over fork + exec, so a child of a
+    large pytest process would report its parent's peak."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
@@ -48,7 +58,7 @@ def main() -> None:
                 if mask[z].any():
                     kept[z] = batch.embeddings[row : row + 1].copy()
     records = batched_points_putz(decoder, list(kept.values()), [mask[z] for z in kept])
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = peak_rss_kib()
     print(
         json.dumps(
             {
