@@ -5,7 +5,8 @@ Resumable: rerunning with the same --out continues where an interrupted run stop
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -181,8 +182,8 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
     )
     rows = evaluation.run(cases, skipped, config, options.fresh)
     timings = records.read_rows(options.out / records.TIMINGS)
-    summary = summarise(rows, timings, {**config, "settings": _asdict(settings)}, evaluation.wall_s)
-    records.atomic_write_bytes(options.out / records.SUMMARY, (_json(summary) + "\n").encode())
+    summary = summarise(rows, timings, {**config, "settings": asdict(settings)}, evaluation.wall_s)
+    records.atomic_write_bytes(options.out / records.SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
     written = write_report(options.out, summary, rows, primary.weights.random)
     _print(summary, primary.weights.random)
     console.print(f"report: {written[0]}; rows: {options.out / records.RESULTS}", highlight=False)
@@ -194,18 +195,6 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
     if failed:
         typer.echo(f"error: parity with {options.compare} failed for {', '.join(failed)}", err=True)
         raise typer.Exit(1)
-
-
-def _asdict(settings) -> dict:
-    from dataclasses import asdict
-
-    return asdict(settings)
-
-
-def _json(value) -> str:
-    import json
-
-    return json.dumps(value, indent=2)
 
 
 def _print(summary: dict, random_weights: bool) -> None:

@@ -84,7 +84,8 @@ def start_run(out_dir: Path, config: dict, fresh: bool) -> list[dict]:
     rows = read_rows(out_dir / RESULTS)
     kept = _complete_only(rows)
     results = out_dir / RESULTS
-    if results.is_file() and results.read_bytes() != "".join(json.dumps(r) + "\n" for r in kept).encode():
+    text = "".join(json.dumps(r) + "\n" for r in kept).encode()
+    if results.is_file() and results.read_bytes() != text:
         # Rewrite without torn lines and unfinished slices, so appended rows continue cleanly.
-        atomic_write_bytes(results, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        atomic_write_bytes(results, text)
     return kept

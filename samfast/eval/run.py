@@ -31,6 +31,7 @@ from samfast.eval.protocols import (
 from samfast.eval.slicing import (
     crop_to_target,
     from_plane_view,
+    grown_extent,
     majority_vote,
     plane_view,
     slice_spacing,
@@ -214,12 +215,7 @@ def _case_metrics(case_rows: list[dict], truth: np.ndarray, crop, spacing_xyz, s
 
 def _volume_metrics(mask: np.ndarray, truth: np.ndarray, spacing_zyx, tolerance_mm: float) -> dict:
     # Surface distances only need the region around both masks: crop to it (+1 voxel of background).
-    both = mask | truth
-    box = tuple(
-        slice(max(int(np.flatnonzero(both.any(axis=tuple(a for a in range(3) if a != ax)))[0]) - 1, 0),
-              int(np.flatnonzero(both.any(axis=tuple(a for a in range(3) if a != ax)))[-1]) + 2)
-        for ax in range(3)
-    )  # fmt: skip
+    box = grown_extent(mask | truth, (1, 1, 1))
     return _mask_metrics(mask[box], truth[box], spacing_zyx, tolerance_mm)
 
 
@@ -253,17 +249,16 @@ class Evaluation:
                     continue
                 previous = [r for r in rows if r["row"] == "slice" and r["case"] == case.case_id]
                 try:
-                    new_rows = self._case(case, previous, sink, timing)
+                    self._case(case, previous, sink, timing)
                 except (InputError, ValueError, RuntimeError) as error:
                     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                     self.log(f"skipped {case.case_id}: {reason}")
                     records.append_rows(sink, [{"row": "skipped", "case": case.case_id, "reason": reason}])
                     continue
-                rows.extend(new_rows)
         self.wall_s = time.perf_counter() - started
         return records.read_rows(self.out_dir / records.RESULTS)
 
-    def _case(self, case: Case, previous: list[dict], sink, timing) -> list[dict]:
+    def _case(self, case: Case, previous: list[dict], sink, timing) -> None:
         s = self.settings
         volume, truth, spacing_xyz = load_case(case, s.target)
         scaled = normalize(volume, s.normalization)
@@ -304,7 +299,6 @@ class Evaluation:
             "metrics_3d": _case_metrics(mine, truth, crop, spacing_xyz, s),
         }
         records.append_rows(sink, [closing])
-        return finished + [closing]
 
     def _slice(self, image, task: SliceTask, base: dict, closed: dict, neighbour_z, timing) -> list[dict]:
         s = self.settings

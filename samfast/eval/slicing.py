@@ -47,13 +47,17 @@ def crop_to_target(mask: np.ndarray, spacing_xyz: Sequence[float], margin_mm: fl
     if not mask.any():
         raise ValueError("empty target has no extent to crop to")
     zyx_mm = np.array(list(reversed(tuple(spacing_xyz))), float)
-    grow = np.ceil(margin_mm / zyx_mm).astype(int)
+    return grown_extent(mask, np.ceil(margin_mm / zyx_mm).astype(int))
+
+
+def grown_extent(mask: np.ndarray, grow: Sequence[int]) -> tuple[slice, ...]:
+    """Per-axis slices of a non-empty mask's extent grown by ``grow[axis]`` voxels, inside the array."""
     box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
         present = np.flatnonzero(mask.any(axis=other))
-        start = max(int(present[0]) - grow[axis], 0)
-        stop = min(int(present[-1]) + 1 + grow[axis], mask.shape[axis])
+        start = max(int(present[0]) - int(grow[axis]), 0)
+        stop = min(int(present[-1]) + 1 + int(grow[axis]), mask.shape[axis])
         box.append(slice(start, stop))
     return tuple(box)
 

@@ -9,6 +9,7 @@ from collections import defaultdict
 import numpy as np
 from scipy import stats
 
+from samfast.eval.records import slice_key
 from samfast.eval.run import SELECTIONS
 
 AREA_SPLIT_MM2 = 300.0  # Putz et al.: the threshold that best separates good from poor slices
@@ -49,7 +50,7 @@ def _group(rows: list[dict]) -> dict:
 
 
 def _protocol_plane(slices: list[dict], steps: dict[tuple, list[dict]]) -> dict:
-    trajectories = [steps[_key(r)] for r in slices if _key(r) in steps]
+    trajectories = [steps[slice_key(r)] for r in slices if slice_key(r) in steps]
     grades = sorted({r["grade"] for r in slices if r["grade"]})
     areas = [r["area_mm2"] for r in slices]
     best = [r["selections"]["oracle"]["iou"] for r in slices]
@@ -77,18 +78,14 @@ def _protocol_plane(slices: list[dict], steps: dict[tuple, list[dict]]) -> dict:
     return entry
 
 
-def _key(row: dict) -> tuple:
-    return row["case"], row["plane"], row["slice"], row["backend"], row["protocol"]
-
-
 def _parity(slices: list[dict], steps: dict[tuple, list[dict]]) -> dict:
     """Primary vs compare backend on the same prompts: Δ mean IoU and per-slice mask Dice."""
     own, theirs, dices, deltas = [], [], [], []
     for row in slices:
         compare = row.get("compare")
-        if compare is None or _key(row) not in steps:
+        if compare is None or slice_key(row) not in steps:
             continue
-        own.extend(s["ious"][s["chosen"]] for s in steps[_key(row)])
+        own.extend(s["ious"][s["chosen"]] for s in steps[slice_key(row)])
         theirs.extend(compare["chosen_ious"])
         dices.append(compare["min_mask_dice"])
         deltas.append(compare["max_iou_delta"])
@@ -160,7 +157,7 @@ def summarise(rows: list[dict], timings: list[dict], config: dict, wall_s: float
     steps: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
         if row["row"] == "step":
-            steps[_key(row)].append(row)
+            steps[slice_key(row)].append(row)
     skipped = [{"case": r["case"], "reason": r["reason"]} for r in rows if r["row"] == "skipped"]
     bad = {s["case"] for s in skipped}
     slices = [r for r in slices if r["case"] not in bad]
