@@ -14,7 +14,7 @@ import typer
 
 from samfast.cli._common import guarded
 from samfast.errors import InputError
-from samfast.eval.datasets import target_labels
+from samfast.eval.datasets import target_mask
 from samfast.eval.metrics import dice
 from samfast.io.atomic import full_suffix
 
@@ -98,8 +98,7 @@ def predict(
     if label is not None:
         label_image = read_image(label)
         check_same_grid(image, label_image, name=str(label))
-        values, wanted = get_slice(label_image, slice_index), target_labels(target)
-        truth = values != 0 if wanted is None else np.isin(values, wanted)
+        truth = target_mask(get_slice(label_image, slice_index), target)
     if not out.parent.is_dir():
         raise InputError(f"{out.parent}: output folder does not exist")
     if out.is_dir():

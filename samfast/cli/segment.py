@@ -134,7 +134,6 @@ def segment(
     target: Target = "tc",
 ) -> None:
     """Segment a volume from a 3D box and/or clicks; write NIfTI, RTSTRUCT and/or DICOM-SEG."""
-    import numpy as np
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -146,7 +145,7 @@ def segment(
     from samfast.clinical.segment import segment_volume
     from samfast.clinical.slice_model import SliceModel
     from samfast.clinical.volume import load_volume
-    from samfast.eval.datasets import target_labels
+    from samfast.eval.datasets import target_mask
     from samfast.eval.metrics import dice
     from samfast.io import atomic_write_bytes, check_same_grid, read_image
 
@@ -167,7 +166,7 @@ def segment(
         check_same_grid(volume.image, label_image, name=str(label))
         import SimpleITK as sitk
 
-        truth = np.isin(sitk.GetArrayViewFromImage(label_image), target_labels(target))
+        truth = target_mask(sitk.GetArrayViewFromImage(label_image), target)
 
     console = Console(stderr=True)
     predictor = Predictor(

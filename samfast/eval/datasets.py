@@ -62,6 +62,12 @@ def target_labels(target: str, convention: str = "brats") -> tuple[int, ...] | N
     return labels
 
 
+def target_mask(values: np.ndarray, target: str, convention: str = "brats") -> np.ndarray:
+    """Boolean mask of ``target`` in a label array (any non-zero label for "nonzero")."""
+    labels = target_labels(target, convention)
+    return np.asarray(values) != 0 if labels is None else np.isin(values, labels)
+
+
 def _grades(root: Path) -> dict[str, str]:
     """Grade (HGG/LGG) per case from BraTS 2020's name_mapping.csv, when it is there."""
     mapping = root / "name_mapping.csv"
@@ -196,8 +202,7 @@ def load_case(case: Case, target: str = "tc") -> tuple[np.ndarray, np.ndarray, t
     if not np.isfinite(volume).all():
         raise InputError(f"{case.case_id}: image contains NaN or infinite values")
     values = sitk.GetArrayFromImage(label)
-    labels = target_labels(target, case.convention)
-    mask = values != 0 if labels is None else np.isin(values, labels)
+    mask = target_mask(values, target, case.convention)
     if not mask.any():
         present = ", ".join(str(v) for v in np.unique(values)[:8])
         raise InputError(f"{case.case_id}: no target voxels (target {target}; labels present: {present})")
