@@ -37,7 +37,12 @@ def test_first_build_says_what_it_does_and_writes_a_complete_manifest(cache):
     manifest = read_manifest(folder)
     assert manifest["model"] == MODEL and manifest["format"] == "onnx" and manifest["opset"] == 17
     assert manifest["weights"]["random"] is True and "RANDOM" in manifest["weights"]["label"]
-    assert set(manifest["files"]) == {"encoder.onnx", "decoder.onnx"}
+    assert set(manifest["files"]) == {
+        "encoder.onnx",
+        "decoder.onnx",
+        "decoder_image.onnx",
+        "decoder_prompt.onnx",
+    }
     for name, entry in manifest["files"].items():
         assert sha256_file(folder / name) == entry["sha256"]
     for key in ("samfast", "torch", "onnx", "onnxruntime"):

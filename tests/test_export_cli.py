@@ -58,7 +58,11 @@ def test_all_formats_on_cpu_write_onnx_and_torchscript_and_skip_engines_in_one_l
 @pytest.mark.parametrize(
     ("folder", "files", "backend"),
     [
-        ("onnx-fp32", {"encoder.onnx", "decoder.onnx"}, "onnxruntime"),
+        (
+            "onnx-fp32",
+            {"encoder.onnx", "decoder.onnx", "decoder_image.onnx", "decoder_prompt.onnx"},
+            "onnxruntime",
+        ),
         ("torchscript-fp32", {"encoder.pt", "decoder.pt"}, "torchscript"),
     ],
 )
@@ -174,7 +178,13 @@ def test_vit_h_random_weights_exports_to_onnx_with_one_external_data_file(tmp_pa
     assert result.exit_code == 0, result.output
     folder = tmp_path / "vit_h" / "random-seed0" / "onnx-fp32"
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"encoder.onnx", "encoder.onnx.data", "decoder.onnx"}
+    assert set(manifest["files"]) == {
+        "encoder.onnx",
+        "encoder.onnx.data",
+        "decoder.onnx",
+        "decoder_image.onnx",
+        "decoder_prompt.onnx",
+    }
     assert manifest["files"]["encoder.onnx.data"]["bytes"] > 2**31
     assert manifest["files"]["encoder.onnx"]["bytes"] < 10 * 2**20
     onnx.checker.check_model(str(folder / "encoder.onnx"))

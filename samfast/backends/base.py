@@ -67,3 +67,22 @@ class Backend(Protocol):
 
     def describe(self) -> dict:
         """Backend name, device, precision, versions: written into reports."""
+
+
+@runtime_checkable
+class SplitDecoder(Protocol):
+    """Optional: a backend whose decoder is split at the prompt (samfast.export.split_decoder).
+    ``image_state`` runs once per embedding; ``decode_state`` answers prompts without a mask input
+    from it, with the same outputs as ``decode``."""
+
+    splits_decoder: bool
+
+    def image_state(self, embeddings: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    def decode_state(
+        self, state: dict[str, np.ndarray], prompts: Prompts
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def splits_decoder(backend) -> bool:
+    return isinstance(backend, SplitDecoder) and bool(backend.splits_decoder)

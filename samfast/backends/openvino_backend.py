@@ -79,23 +79,29 @@ class OpenVinoBackend:
         self.precision = precision
         self.threads = threads
         self._version = ov.get_version()
-        core = ov.Core()
-        self.encoder = core.compile_model(str(self.folder / "encoder.onnx"), "CPU", config)
-        self.decoder = core.compile_model(str(self.folder / "decoder.onnx"), "CPU", config)
-        # Infer requests keep their buffers between calls; outputs are copied out of them.
-        self._encode_request = self.encoder.create_infer_request()
-        self._decode_request = self.decoder.create_infer_request()
+        self._core, self._config = ov.Core(), config
+        self._compiled: dict[str, tuple] = {}
+
+    def _graph(self, name: str):
+        """(compiled model, infer request) of one graph, compiled on first use: an encoder-only or
+        decoder-only user holds one graph. Infer requests keep their buffers between calls."""
+        if name not in self._compiled:
+            model = self._core.compile_model(str(self.folder / f"{name}.onnx"), "CPU", self._config)
+            self._compiled[name] = (model, model.create_infer_request())
+        return self._compiled[name]
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        result = self._encode_request.infer({"images": np.ascontiguousarray(images, np.float32)})
-        return np.array(result[self.encoder.output(0)], np.float32, copy=True)
+        model, request = self._graph("encoder")
+        result = request.infer({"images": np.ascontiguousarray(images, np.float32)})
+        return np.array(result[model.output(0)], np.float32, copy=True)
 
     def decode(self, embedding: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
+        model, request = self._graph("decoder")
         feeds = prompts.to_sam_onnx(self.low_res_size)
         feeds["image_embeddings"] = np.ascontiguousarray(embedding, np.float32)
-        result = self._decode_request.infer(feeds)
-        masks = np.array(result[self.decoder.output("low_res_masks")], np.float32, copy=True)
-        iou = np.array(result[self.decoder.output("iou_predictions")], np.float32, copy=True)
+        result = request.infer(feeds)
+        masks = np.array(result[model.output("low_res_masks")], np.float32, copy=True)
+        iou = np.array(result[model.output("iou_predictions")], np.float32, copy=True)
         return masks, iou
 
     def describe(self) -> dict:

@@ -28,7 +28,7 @@ def expected_manifest_fields(
     model_name: str, weights, opset: int | None, precision: str = "fp32", fmt: str = "onnx"
 ) -> dict:
     """The manifest fields that decide whether a cached set can be reused."""
-    return {
+    fields = {
         "model": model_name,
         "format": fmt,
         "precision": precision,
@@ -36,6 +36,11 @@ def expected_manifest_fields(
         "schema": EXPORT_SCHEMA,
         "weights": {k: v for k, v in weights.as_dict().items() if k != "path"},
     }
+    if fmt == "onnx":  # ONNX sets also hold the split decoder; older sets are rebuilt
+        from samfast.export.onnx_export import SPLIT_DECODER
+
+        fields["split_decoder"] = SPLIT_DECODER
+    return fields
 
 
 def build_set(

@@ -14,6 +14,7 @@ import onnx
 import torch
 from segment_anything.modeling import Sam
 
+from samfast.export import split_decoder
 from samfast.export.artifacts import build_set
 from samfast.export.manifest import software_versions, utc_now
 from samfast.export.wrappers import (
@@ -33,6 +34,11 @@ from samfast.export.wrappers import (
 DEFAULT_OPSET = 17
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
+# The decoder split at the prompt (samfast.export.split_decoder): a click on a cached embedding
+# runs only the prompt side. Bump SPLIT_DECODER when these graphs change, so old sets are rebuilt.
+IMAGE_SIDE_FILE = "decoder_image.onnx"
+PROMPT_SIDE_FILE = "decoder_prompt.onnx"
+SPLIT_DECODER = 1
 # protobuf cannot hold more than 2 GiB; stay clear of it.
 _EXTERNAL_DATA_THRESHOLD = 1 << 30
 
@@ -102,7 +108,41 @@ def write_onnx(
         opset,
         props | {"graph": "decoder"},
     )
-    return graph_entries(ENCODER_FILE, DECODER_FILE)
+    entries = graph_entries(ENCODER_FILE, DECODER_FILE)
+    entries.update(_write_split_decoder(model, folder, opset, props, log))
+    return entries
+
+
+def _write_split_decoder(model: Sam, folder: Path, opset: int, props: dict, log) -> dict:
+    log(f"exporting {model.samfast_spec.name} decoder split at the prompt (image side, prompt side)")
+    image_side = split_decoder.DecoderImageSide(model)
+    example = example_decoder_inputs(model.samfast_spec)[0].repeat(2, 1, 1, 1)
+    with torch.no_grad():
+        state = image_side(example)
+    sd = split_decoder
+    graphs = {
+        "decoder_image": (
+            image_side,
+            (example,),
+            IMAGE_SIDE_FILE,
+            sd.IMAGE_SIDE_INPUTS,
+            sd.STATE_NAMES,
+            sd.IMAGE_SIDE_DYNAMIC_AXES,
+        ),
+        "decoder_prompt": (
+            sd.DecoderPromptSide(model),
+            sd.example_prompt_side_inputs(state),
+            PROMPT_SIDE_FILE,
+            sd.PROMPT_SIDE_INPUTS,
+            sd.PROMPT_SIDE_OUTPUTS,
+            sd.PROMPT_SIDE_DYNAMIC_AXES,
+        ),
+    }
+    entries = {}
+    for role, (module, args, name, inputs, outputs, axes) in graphs.items():
+        _export_graph(module, args, folder / name, inputs, outputs, axes, opset, props | {"graph": role})
+        entries[role] = {"file": name, "inputs": inputs, "outputs": outputs, "dynamic_axes": axes}
+    return entries
 
 
 def export_onnx(

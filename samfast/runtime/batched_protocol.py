@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from samfast import preprocess
-from samfast.backends.base import Prompts
+from samfast.backends.base import Prompts, splits_decoder
 from samfast.eval import protocols
 from samfast.eval.prompts import (
     Point,
@@ -23,30 +23,81 @@ from samfast.eval.prompts import (
 )
 
 Step = dict
+# Split-decoder image states kept across steps: ~10.5 MB a slice for LiteMedSAM, so 48 slices.
+STATE_BYTES = 512 << 20
 NextPoint = Callable[[int, np.ndarray, np.ndarray], "Point | None"]  # (slice index, gt, mask)
 
 
 def _row(prompts: Prompts, i: int) -> Prompts:
-    def take(value):
-        return None if value is None else value[i : i + 1]
-
-    return Prompts(
-        take(prompts.point_coords), take(prompts.point_labels), take(prompts.boxes), take(prompts.mask_input)
-    )
+    return _rows(prompts, slice(i, i + 1))
 
 
 def decode_rows(backend, embeddings: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
     """Row i of ``prompts`` against embedding i: (B, 4, L, L) low-res logits and (B, 4) IoUs.
 
-    Backends with ``decode_rows`` (torch) do it in one call. The exported decoder graphs repeat a
-    single embedding over the prompt batch, so for them it is one call per row; on the CPU that
-    costs nothing, as decoder time grows linearly with the batch there (bench/README.md).
+    Backends with ``decode_rows`` (torch) do it in one call. The plain exported decoder graphs
+    repeat a single embedding over the prompt batch, so for them it is one call per row; on the
+    CPU that costs nothing, as decoder time grows linearly with the batch there (bench/README.md).
+    Split decoders go through ImageStates.decode instead.
     """
     rows = getattr(backend, "decode_rows", None)
     if rows is not None:
         return rows(embeddings, prompts)
     outs = [backend.decode(embeddings[i : i + 1], _row(prompts, i)) for i in range(len(embeddings))]
     return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
+
+# Rows per split-decoder call: more gains nothing on the CPU and multiplies the activations held.
+ROWS_PER_CALL = 8
+
+
+class ImageStates:
+    """Split-decoder image states of a protocol's slices, computed once each and kept while they
+    fit in ``max_bytes``; states of slices past that are recomputed at every step (same result,
+    more time), so memory stays bounded however many slices a volume has."""
+
+    def __init__(self, backend, max_bytes: int) -> None:
+        self.backend = backend
+        self.max_bytes = max_bytes
+        self.kept: dict[int, dict[str, np.ndarray]] = {}
+        self.bytes = 0
+        self.computed = 0
+
+    def rows(self, indices: Sequence[int], embeddings: np.ndarray) -> dict[str, np.ndarray]:
+        """The states of slices ``indices`` (rows of all the slices' ``embeddings``), stacked."""
+        missing = [i for i in dict.fromkeys(indices) if i not in self.kept]
+        fresh = self.backend.image_state(embeddings[missing]) if missing else {}
+        self.computed += len(missing)
+        made = {}
+        for n, i in enumerate(missing):
+            state = {name: value[n : n + 1] for name, value in fresh.items()}
+            size = sum(v.nbytes for v in state.values())
+            if self.bytes + size <= self.max_bytes:
+                state = {name: value.copy() for name, value in state.items()}  # not a view of `fresh`
+                self.kept[i] = state
+                self.bytes += size
+            made[i] = state
+        parts = [self.kept.get(i) or made[i] for i in indices]
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+    def decode(
+        self, indices: Sequence[int], embeddings: np.ndarray, prompts: Prompts
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Prompt row r against slice ``indices[r]``, ROWS_PER_CALL rows a call; no mask inputs."""
+        outs = []
+        for start in range(0, len(indices), ROWS_PER_CALL):
+            part = slice(start, start + ROWS_PER_CALL)
+            outs.append(self.backend.decode_state(self.rows(indices[part], embeddings), _rows(prompts, part)))
+        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
+
+def _rows(prompts: Prompts, part: slice) -> Prompts:
+    def take(value):
+        return None if value is None else value[part]
+
+    return Prompts(
+        take(prompts.point_coords), take(prompts.point_labels), take(prompts.boxes), take(prompts.mask_input)
+    )
 
 
 class _Decoded:
@@ -103,6 +154,7 @@ def run_batched(
     follow: str = "oracle",
     feed_logits: bool = False,
     masks_out: list | None = None,
+    state_bytes: int = STATE_BYTES,
 ) -> list[list[Step]]:
     """protocols._iterate over all slices at once: step k of every running slice in one decode.
 
@@ -110,6 +162,7 @@ def run_batched(
     is the slice's). Slices of different sizes are fine; prompts must agree in count per step,
     which they do since every running slice has taken the same number of steps. ``masks_out``, a
     list, receives one list per slice of every step's masks (C, H, W), as protocols' ``masks_out``.
+    ``state_bytes`` bounds the split-decoder image states kept between steps (see ImageStates).
     """
     if follow not in ("oracle", "suggested"):
         raise ValueError(f"follow must be 'oracle' or 'suggested', got {follow!r}")
@@ -123,6 +176,7 @@ def run_batched(
         for i, (gt, first) in enumerate(zip(gts, first_points, strict=True))
     ]
     size = predictor.spec.input_size
+    states = ImageStates(predictor.backend, state_bytes) if splits_decoder(predictor.backend) else None
     for _ in range(steps):
         running = [t for t in tracks if not t.done]
         if not running:
@@ -130,9 +184,12 @@ def run_batched(
         # One decode per slice size (a volume has one): prompt transforms depend on the size.
         for shape in dict.fromkeys(t.gt.shape for t in running):
             group = [t for t in running if t.gt.shape == shape]
-            low_res, scores = decode_rows(
-                predictor.backend, embeddings[[t.index for t in group]], _step_prompts(group, shape, size)
-            )
+            indices = [t.index for t in group]
+            prompts = _step_prompts(group, shape, size)
+            if states is not None and prompts.mask_input is None:
+                low_res, scores = states.decode(indices, embeddings, prompts)
+            else:
+                low_res, scores = decode_rows(predictor.backend, embeddings[indices], prompts)
             low_res, scores = low_res[:, 1:], scores[:, 1:]  # multimask: tokens 1..3
             masks = predictor.postprocess_masks(low_res, original_size=shape) > 0.0
             for row, track in enumerate(group):
@@ -182,6 +239,7 @@ def batched_points_putz(
     feed_logits: bool = False,
     follow: str = "oracle",
     masks_out: list | None = None,
+    state_bytes: int = STATE_BYTES,
 ) -> list[list[Step]]:
     """protocols.run_points_putz for every slice; element i equals run_points_putz on slice i."""
     firsts = [[putz_first_point(np.asarray(gt, bool))] for gt in gts]
@@ -195,6 +253,7 @@ def batched_points_putz(
         follow=follow,
         feed_logits=feed_logits,
         masks_out=masks_out,
+        state_bytes=state_bytes,
     )
 
 
@@ -205,6 +264,7 @@ def batched_points_mazurowski(
     rngs: Sequence[np.random.Generator],
     max_points: int = 9,
     masks_out: list | None = None,
+    state_bytes: int = STATE_BYTES,
 ) -> list[list[Step]]:
     """protocols.run_points_mazurowski per slice, slice i drawing its ties from ``rngs[i]`` (one
     generator per slice, as if run_points_mazurowski(predictor, gts[i], rngs[i]) ran alone)."""
@@ -220,6 +280,7 @@ def batched_points_mazurowski(
         max_points,
         follow="suggested",
         masks_out=masks_out,
+        state_bytes=state_bytes,
     )
 
 
@@ -231,6 +292,7 @@ def batched_box_points(
     max_clicks: int = 5,
     follow: str = "oracle",
     masks_out: list | None = None,
+    state_bytes: int = STATE_BYTES,
 ) -> list[list[Step]]:
     """protocols.run_box_points per slice: box i alone, then up to ``max_clicks`` Putz clicks."""
     return run_batched(
@@ -243,4 +305,5 @@ def batched_box_points(
         boxes=boxes,
         follow=follow,
         masks_out=masks_out,
+        state_bytes=state_bytes,
     )

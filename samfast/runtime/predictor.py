@@ -7,6 +7,7 @@ sets against one embedding. Masks come back in original image coordinates, as in
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,10 +17,14 @@ import torch.nn.functional as F
 
 from samfast import preprocess
 from samfast.backends import Prompts, create_backend
+from samfast.backends.base import splits_decoder
 from samfast.errors import InputError
 from samfast.models import get_spec, resolve_weights
 
 MASK_THRESHOLD = 0.0
+# Split-decoder image states kept (≈10 MB each for 64×64×256 embeddings): the slices a user is
+# clicking on, e.g. when a viewer flips between neighbouring slices.
+IMAGE_STATE_SLOTS = 4
 
 
 class Predictor:
@@ -72,6 +77,27 @@ class Predictor:
         self._embedding: np.ndarray | None = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
+        # id(embedding) -> (embedding, state); the entry holds the array, so its id stays its own.
+        self._image_states: OrderedDict[int, tuple[np.ndarray, dict]] = OrderedDict()
+
+    def _image_state(self) -> dict:
+        """The split decoder's image state of the current embedding, computed on its first prompt."""
+        key = id(self._embedding)
+        entry = self._image_states.get(key)
+        if entry is None or entry[0] is not self._embedding:
+            entry = (self._embedding, self.backend.image_state(self._embedding))
+            self._image_states[key] = entry
+            while len(self._image_states) > IMAGE_STATE_SLOTS:
+                self._image_states.popitem(last=False)
+        self._image_states.move_to_end(key)
+        return entry[1]
+
+    def _decode(self, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
+        """Prompts without a mask input take the split decoder where the backend has one: after
+        the first prompt on an embedding, a click costs only the decoder's prompt side."""
+        if prompts.mask_input is None and splits_decoder(self.backend):
+            return self.backend.decode_state(self._image_state(), prompts)
+        return self.backend.decode(self._embedding, prompts)
 
     @property
     def is_image_set(self) -> bool:
@@ -215,7 +241,7 @@ class Predictor:
         C = 3 when ``multimask_output`` else 1 (mask token 0, as MaskDecoder.forward picks).
         """
         prompts = self._model_prompts(point_coords, point_labels, boxes, mask_input)
-        low_res, iou = self.backend.decode(self._embedding, prompts)
+        low_res, iou = self._decode(prompts)
         tokens = slice(1, None) if multimask_output else slice(0, 1)
         low_res, iou = low_res[:, tokens], iou[:, tokens]
         masks = self.postprocess_masks(low_res)
