@@ -23,8 +23,9 @@ from samfast.eval.prompts import (
 )
 
 Step = dict
-# Split-decoder image states kept across steps: ~10.5 MB a slice for LiteMedSAM, so 48 slices.
-STATE_BYTES = 512 << 20
+# Split-decoder image states kept across steps: ~10.5 MB a slice for LiteMedSAM, so 18 slices;
+# the rest are recomputed per step (bench/README.md: peak RSS of a whole volume).
+STATE_BYTES = 192 << 20
 NextPoint = Callable[[int, np.ndarray, np.ndarray], "Point | None"]  # (slice index, gt, mask)
 
 
@@ -47,8 +48,9 @@ def decode_rows(backend, embeddings: np.ndarray, prompts: Prompts) -> tuple[np.n
     return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
 
 
-# Rows per split-decoder call: more gains nothing on the CPU and multiplies the activations held.
-ROWS_PER_CALL = 8
+# Rows per split-decoder call. On the CPU a batch gains nothing (time grows with the rows) and
+# multiplies the activations the session's arena keeps; one row also needs no stacking of states.
+ROWS_PER_CALL = 1
 
 
 class ImageStates:
@@ -78,6 +80,8 @@ class ImageStates:
                 self.bytes += size
             made[i] = state
         parts = [self.kept.get(i) or made[i] for i in indices]
+        if len(parts) == 1:
+            return parts[0]
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
     def decode(
@@ -191,11 +195,12 @@ def run_batched(
             else:
                 low_res, scores = decode_rows(predictor.backend, embeddings[indices], prompts)
             low_res, scores = low_res[:, 1:], scores[:, 1:]  # multimask: tokens 1..3
-            masks = predictor.postprocess_masks(low_res, original_size=shape) > 0.0
             for row, track in enumerate(group):
+                # one slice at a time: full-size logits of a whole volume would be a large transient
+                masks = predictor.postprocess_masks(low_res[row : row + 1], original_size=shape)[0] > 0.0
                 _advance(
                     track,
-                    masks[row],
+                    masks,
                     scores[row],
                     low_res[row],
                     next_point,
