@@ -140,6 +140,7 @@ class OnnxRuntimeBackend:
             "precision": self.precision,
             "providers": self.providers,
             "intra_op_threads": self._options.intra_op_num_threads,
+            "split_decoder": self.splits_decoder,
             "onnxruntime": self._ort_version,
             "artifacts": str(self.folder),
         }
