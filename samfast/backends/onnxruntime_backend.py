@@ -78,6 +78,11 @@ class OnnxRuntimeBackend:
         self.providers = wanted
         self._ort_version = ort.__version__
         self._sessions: dict[str, object] = {}
+        # Whether this set has the split decoder graphs (sets exported before it do not); looked
+        # up once, not on every click.
+        self.splits_decoder = all(
+            (self.folder / f"{name}.onnx").is_file() for name in ("decoder_image", "decoder_prompt")
+        )
 
     def _session(self, name: str):
         """Each graph's session opens on first use: a decoder-only user never holds the encoder.
@@ -108,11 +113,6 @@ class OnnxRuntimeBackend:
         return masks, iou
 
     # -- the decoder split at the prompt (samfast.export.split_decoder) ----------------------
-
-    @property
-    def splits_decoder(self) -> bool:
-        """Whether this set has the split decoder graphs (sets exported before it do not)."""
-        return all((self.folder / f"{name}.onnx").is_file() for name in ("decoder_image", "decoder_prompt"))
 
     def image_state(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
         """(B, C, h, w) embeddings -> the decoder's prompt-independent state, B rows."""
