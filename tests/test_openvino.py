@@ -56,3 +56,19 @@ def test_openvino_refuses_what_it_cannot_run():
         Predictor("litemedsam", backend="openvino", device="cuda", log=lambda m: None)
     with pytest.raises(InputError, match="precision"):
         Predictor("litemedsam", backend="openvino", precision="fp16", log=lambda m: None)
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_released_graphs_hand_back_their_sessions_and_reopen_the_same(slices, backend):
+    from samfast.backends.base import release
+
+    predictor = Predictor("litemedsam", backend=backend, threads=2, log=lambda m: None)
+    batch = predictor.prepare_image(slices[0][0])[None]
+    before = predictor.backend.encode(batch)
+    held = predictor.backend._compiled if backend == "openvino" else predictor.backend._sessions
+    assert "encoder" in held
+    release(predictor.backend, "encoder")
+    assert "encoder" not in held
+    np.testing.assert_array_equal(predictor.backend.encode(batch), before)  # reopened on use
+    release(predictor.backend)
+    assert not held

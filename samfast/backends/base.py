@@ -86,3 +86,11 @@ class SplitDecoder(Protocol):
 
 def splits_decoder(backend) -> bool:
     return isinstance(backend, SplitDecoder) and bool(backend.splits_decoder)
+
+
+def release(backend, *graphs: str) -> None:
+    """Hand back the memory of a backend's named graphs (all when none is named) if it holds them
+    in sessions it can reopen (ONNX Runtime, OpenVINO); other backends keep their modules."""
+    close = getattr(backend, "release", None)
+    if close is not None:
+        close(*graphs)

@@ -94,6 +94,12 @@ class OnnxRuntimeBackend:
             self._sessions[name] = ort.InferenceSession(str(path), self._options, providers=self.providers)
         return self._sessions[name]
 
+    def release(self, *names: str) -> None:
+        """Close the named graphs' sessions (all when none is named), handing their weights and
+        arenas back; a later call reopens them. E.g. the encoder, once a volume has streamed."""
+        for name in names or list(self._sessions):
+            self._sessions.pop(name, None)
+
     @property
     def encoder(self):
         return self._session("encoder")

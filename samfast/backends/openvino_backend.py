@@ -90,6 +90,12 @@ class OpenVinoBackend:
             self._compiled[name] = (model, model.create_infer_request())
         return self._compiled[name]
 
+    def release(self, *names: str) -> None:
+        """Drop the named compiled graphs (all when none is named), handing their memory back; a
+        later call compiles them again. E.g. the encoder, once a volume has streamed."""
+        for name in names or list(self._compiled):
+            self._compiled.pop(name, None)
+
     def encode(self, images: np.ndarray) -> np.ndarray:
         model, request = self._graph("encoder")
         result = request.infer({"images": np.ascontiguousarray(images, np.float32)})

@@ -23,9 +23,9 @@ from samfast.eval.prompts import (
 )
 
 Step = dict
-# Split-decoder image states kept across steps: ~10.5 MB a slice for LiteMedSAM, so 18 slices;
-# the rest are recomputed per step (bench/README.md: peak RSS of a whole volume).
-STATE_BYTES = 192 << 20
+# Split-decoder image states kept across steps: ~10.5 MB a slice for LiteMedSAM, so 12 slices;
+# the rest are recomputed per step (~6 ms each on 2 cores; bench/README.md: peak RSS of a volume).
+STATE_BYTES = 128 << 20
 NextPoint = Callable[[int, np.ndarray, np.ndarray], "Point | None"]  # (slice index, gt, mask)
 
 
