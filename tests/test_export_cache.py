@@ -97,6 +97,37 @@ def test_manifest_for_other_settings_triggers_a_rebuild(cache):
     assert any("manifest opset is 16" in m for m in messages)
 
 
+def test_a_set_with_an_older_encoder_graph_is_rebuilt(cache):
+    folder = _build(cache)
+    manifest = read_manifest(folder)
+    assert manifest["encoder_graph"] == 2
+    manifest["encoder_graph"] = 1
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    messages: list[str] = []
+    _build(cache, messages)
+    assert any("building onnx" in m and "encoder_graph" in m for m in messages)
+    assert read_manifest(folder)["encoder_graph"] == 2
+
+
+def test_litemedsam_encoder_graph_has_separate_q_k_v_and_no_split():
+    import torch
+
+    from samfast.export.wrappers import EncoderForExport
+
+    folder = ensure_onnx("litemedsam", resolve_weights("litemedsam"), log=lambda m: None)  # session cache
+    graph = onnx.load(str(folder / "encoder.onnx")).graph
+    assert not [n for n in graph.node if n.op_type in ("Split", "VariadicSplit")]
+    model = build_model("litemedsam")
+    plain, rewritten = EncoderForExport(model).eval(), EncoderForExport(model, separate_qkv=True).eval()
+    attention = [m for m in rewritten.modules() if type(m).__name__ == "Attention"]
+    assert attention and all(not hasattr(m, "qkv") and len(m.separate_qkv) == 3 for m in attention)
+    images = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected, got = plain(images), rewritten(images)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-5), float((got - expected).abs().max())
+    assert any(hasattr(m, "qkv") for m in plain.modules())  # the registry model is untouched
+
+
 def test_interrupted_export_leaves_no_set_behind(tmp_path):
     target = tmp_path / "set"
 

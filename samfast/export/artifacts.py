@@ -36,10 +36,11 @@ def expected_manifest_fields(
         "schema": EXPORT_SCHEMA,
         "weights": {k: v for k, v in weights.as_dict().items() if k != "path"},
     }
-    if fmt == "onnx":  # ONNX sets also hold the split decoder; older sets are rebuilt
-        from samfast.export.onnx_export import SPLIT_DECODER
+    if fmt == "onnx":  # ONNX sets also hold the split decoder; older graphs are rebuilt
+        from samfast.export.onnx_export import ENCODER_GRAPH, SPLIT_DECODER
 
         fields["split_decoder"] = SPLIT_DECODER
+        fields["encoder_graph"] = ENCODER_GRAPH
     return fields
 
 

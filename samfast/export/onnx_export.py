@@ -39,6 +39,8 @@ DECODER_FILE = "decoder.onnx"
 IMAGE_SIDE_FILE = "decoder_image.onnx"
 PROMPT_SIDE_FILE = "decoder_prompt.onnx"
 SPLIT_DECODER = 1
+# Bump ENCODER_GRAPH when the exported encoder graph changes (2: TinyViT's q/k/v as three Linears).
+ENCODER_GRAPH = 2
 # protobuf cannot hold more than 2 GiB; stay clear of it.
 _EXTERNAL_DATA_THRESHOLD = 1 << 30
 
@@ -88,7 +90,7 @@ def write_onnx(
     }
     log(f"exporting {spec.name} encoder to ONNX (opset {opset})")
     _export_graph(
-        EncoderForExport(model),
+        EncoderForExport(model, separate_qkv=True),
         example_encoder_inputs(spec, batch=2),
         folder / ENCODER_FILE,
         ENCODER_INPUTS,
