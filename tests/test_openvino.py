@@ -72,3 +72,17 @@ def test_released_graphs_hand_back_their_sessions_and_reopen_the_same(slices, ba
     np.testing.assert_array_equal(predictor.backend.encode(batch), before)  # reopened on use
     release(predictor.backend)
     assert not held
+
+
+def test_encoder_is_static_for_its_first_batch_and_turns_dynamic_once_for_another(slices):
+    predictor = Predictor("litemedsam", backend="openvino", threads=2, log=lambda m: None)
+    one = predictor.prepare_image(slices[0][0])[None]
+    two = np.concatenate([one, predictor.prepare_image(slices[1][0])[None]])
+    first = predictor.backend.encode(one)
+    assert predictor.backend._compiled["encoder"][2] == one.shape  # compiled for this shape
+    pair = predictor.backend.encode(two)  # another batch: recompiled with the dynamic batch
+    assert predictor.backend._compiled["encoder"][2] is None and len(predictor.backend._compiled) == 1
+    again = predictor.backend.encode(one)  # the dynamic graph serves every batch from now on
+    assert predictor.backend._compiled["encoder"][2] is None
+    np.testing.assert_allclose(pair[:1], first, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(again, first, rtol=0, atol=1e-4)

@@ -82,13 +82,24 @@ class OpenVinoBackend:
         self._core, self._config = ov.Core(), config
         self._compiled: dict[str, tuple] = {}
 
-    def _graph(self, name: str):
+    def _graph(self, name: str, shape: tuple[int, ...] | None = None):
         """(compiled model, infer request) of one graph, compiled on first use: an encoder-only or
-        decoder-only user holds one graph. Infer requests keep their buffers between calls."""
-        if name not in self._compiled:
-            model = self._core.compile_model(str(self.folder / f"{name}.onnx"), "CPU", self._config)
-            self._compiled[name] = (model, model.create_infer_request())
-        return self._compiled[name]
+        decoder-only user holds one graph. Infer requests keep their buffers between calls.
+
+        With ``shape`` (the encoder: one input) the graph is compiled for the first call's input
+        shape as a static shape, for which OpenVINO picks its kernels (~3 % faster than the dynamic
+        batch on 2 cores); a later call with another shape recompiles it once with the exported
+        dynamic batch, which then stays (one compiled graph is held: the encoder is ~300 MiB)."""
+        held = self._compiled.get(name)
+        if held is not None and (shape is None or held[2] in (None, tuple(shape))):
+            return held[:2]
+        model = self._core.read_model(str(self.folder / f"{name}.onnx"))
+        static = tuple(shape) if shape is not None and held is None else None
+        if static is not None:
+            model.reshape({model.input(0).get_any_name(): list(static)})
+        compiled = self._core.compile_model(model, "CPU", self._config)
+        self._compiled[name] = (compiled, compiled.create_infer_request(), static)
+        return self._compiled[name][:2]
 
     def release(self, *names: str) -> None:
         """Drop the named compiled graphs (all when none is named), handing their memory back; a
@@ -97,7 +108,7 @@ class OpenVinoBackend:
             self._compiled.pop(name, None)
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        model, request = self._graph("encoder")
+        model, request = self._graph("encoder", shape=images.shape)
         result = request.infer({"images": np.ascontiguousarray(images, np.float32)})
         return np.array(result[model.output(0)], np.float32, copy=True)
 
