@@ -38,11 +38,9 @@ def status_kib(field: str = "VmHWM") -> int:
         for line in handle:
             if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
-def peak_rss_kib() -> int:
-    return status_kib("VmHWM")
+    if field == "VmHWM":  # a kernel without it: the peak by the other count
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    raise KeyError(f"/proc/self/status has no {field}")
 
 
 def main() -> None:
@@ -70,11 +68,11 @@ def main() -> None:
                 streamed += 1
                 if z in row_of:
                     kept[row_of[z]] = batch.embeddings[row]
-    after_stream_kib = peak_rss_kib()
+    after_stream_kib = status_kib()
     # The encoder is done: its compiled graph (~300 MiB) is not needed by the protocol.
     release(encoder.backend)
     records = batched_points_putz(decoder, kept, [mask[z] for z in tumour])
-    peak_kib = peak_rss_kib()
+    peak_kib = status_kib()
     print(
         json.dumps(
             {

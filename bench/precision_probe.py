@@ -24,7 +24,6 @@ import copy
 import json
 import sys
 import time
-from importlib import metadata
 
 import numpy as np
 import torch
@@ -32,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from samfast.backends.torch_backend import TorchBackend
 from samfast.eval.parity import compare_predictors
+from samfast.export.manifest import dist_version
 from samfast.export.verify import parity_slices
 from samfast.models import build_model
 from samfast.runtime.predictor import Predictor
@@ -177,7 +177,7 @@ def main() -> None:
     reference = Predictor.from_backend(spec.name, weights, TorchBackend(model))
     slices = parity_slices()
     results: dict = {
-        "versions": {d: _version(d) for d in ("torch", "openvino", "nncf", "samfast")},
+        "versions": {d: dist_version(d) for d in ("torch", "openvino", "nncf", "samfast")},
         "slices": len(slices),
         "flop_shares": encoder_flop_shares(model, reference.prepare_image(slices[0][0])[None]),
         "variants": {},
@@ -188,7 +188,7 @@ def main() -> None:
     variants["openvino-bf16"] = lambda: Predictor(
         "litemedsam", backend="openvino", precision="bf16", threads=args.threads, log=lambda m: None
     )
-    if not args.skip_int8 and _version("nncf"):
+    if not args.skip_int8 and dist_version("nncf"):
         variants["openvino-int8"] = lambda: Predictor.from_backend(
             spec.name, weights, _Int8Encoder(model, calibration_images(reference, slices), args.threads)
         )
@@ -214,13 +214,6 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from importlib import metadata
 
 import numpy as np
 import pytest
@@ -28,6 +27,7 @@ from test_latency import CpuWatch, load_average
 from samfast import preprocess
 from samfast.backends import Prompts
 from samfast.eval.protocols import run_points_putz
+from samfast.export.manifest import dist_version
 from samfast.runtime.batched_protocol import batched_points_putz
 from samfast.runtime.embedding_cache import EmbeddingCache
 from samfast.runtime.predictor import Predictor
@@ -47,12 +47,7 @@ DECODER_ROUNDS = {1: 30, 8: 6, 64: 2}
 
 def versions() -> dict:
     out = {"python": sys.version.split()[0], "cpu_count": os.cpu_count()}
-    for dist in ("torch", "onnxruntime", "openvino", "samfast"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
+    return out | {dist: dist_version(dist) for dist in ("torch", "onnxruntime", "openvino", "samfast")}
 
 
 def interleaved(

@@ -75,15 +75,9 @@ def open_set(
 
 def backend_status() -> dict[str, dict]:
     """What this machine can run, for `samfast info` (no heavy imports beyond version lookups)."""
-    from importlib import metadata
-
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
     import torch
+
+    from samfast.export.manifest import dist_version as version
 
     cuda = torch.cuda.is_available()
     status = {

@@ -20,13 +20,18 @@ MANIFEST_NAME = "manifest.json"
 EXPORT_SCHEMA = 1
 
 
+def dist_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist``, None when it is not installed."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def software_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"samfast": __version__, "python": platform.python_version()}
     for dist in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "segment-anything", "tensorrt"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
+        versions[dist] = dist_version(dist)
     return versions
 
 
