@@ -1,0 +1,5 @@
+"""`python -m samfast`: the same command line as the `samfast` entry point."""
+
+from samfast.cli import main
+
+main()
