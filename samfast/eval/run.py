@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import numpy as np
 from samfast.errors import InputError
 from samfast.eval import records
 from samfast.eval.datasets import Case, Skipped, load_case
+from samfast.eval.executors import CaseExecutor, LocalExecutor
 from samfast.eval.metrics import bounding_box, dice, hd95, iou, nsd
 from samfast.eval.prompts import extent_box_3d, jittered_box, margin_box
 from samfast.eval.protocols import (
@@ -230,11 +231,29 @@ class Evaluation:
     progress: Callable[[Iterable, int, str], Iterable] = lambda items, total, label: items
     log: Callable[[str], None] = lambda message: None
 
-    def run(self, cases: list[Case], skipped: list[Skipped], config: dict, fresh: bool = False) -> list[dict]:
+    def run(
+        self,
+        cases: list[Case],
+        skipped: list[Skipped],
+        config: dict,
+        fresh: bool = False,
+        executor: CaseExecutor | None = None,
+    ) -> list[dict]:
+        """Every case through ``executor`` (default: this process); this driver alone writes the files.
+
+        Rows reach ``results.jsonl`` in case order whatever the executor, so the same data, seed and
+        backend give the same bytes however the work was spread.
+        """
         config = {**config, "settings": asdict(self.settings)}
         rows = records.start_run(self.out_dir, config, fresh)
         started = time.perf_counter()
         done_cases = {r["case"] for r in rows if r["row"] in ("case", "skipped")}
+        todo = [case for case in cases if case.case_id not in done_cases]
+        previous: dict[str, list[dict]] = {case.case_id: [] for case in todo}
+        for row in rows:
+            if row["row"] == "slice" and row["case"] in previous:
+                previous[row["case"]].append(row)
+        executor = executor or LocalExecutor()
         with (
             open(self.out_dir / records.RESULTS, "a") as sink,
             open(self.out_dir / records.TIMINGS, "a") as timing,
@@ -244,21 +263,26 @@ class Evaluation:
                     records.append_rows(
                         sink, [{"row": "skipped", "case": skip.case_id, "reason": skip.reason}]
                     )
-            for case in cases:
-                if case.case_id in done_cases:
-                    continue
-                previous = [r for r in rows if r["row"] == "slice" and r["case"] == case.case_id]
+            for case, batches in executor.map(self, todo, previous):
                 try:
-                    self._case(case, previous, sink, timing)
-                except (InputError, ValueError, RuntimeError) as error:
+                    for result_rows, timing_rows in batches:
+                        records.append_rows(sink, result_rows)
+                        if timing_rows:
+                            timing.write("".join(json.dumps(t) + "\n" for t in timing_rows))
+                            timing.flush()
+                except InputError as error:
                     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                     self.log(f"skipped {case.case_id}: {reason}")
                     records.append_rows(sink, [{"row": "skipped", "case": case.case_id, "reason": reason}])
-                    continue
         self.wall_s = time.perf_counter() - started
         return records.read_rows(self.out_dir / records.RESULTS)
 
-    def _case(self, case: Case, previous: list[dict], sink, timing) -> None:
+    def case_rows(self, case: Case, previous: list[dict]) -> Iterator[tuple[list[dict], list[dict]]]:
+        """One case's rows as (result rows, timing rows) per finished slice, then the closing case row.
+
+        ``previous`` holds the slice rows a resumed run already has for this case; those slices are
+        skipped. Bad input raises InputError (the case is then skipped and counted by the driver).
+        """
         s = self.settings
         volume, truth, spacing_xyz = load_case(case, s.target)
         scaled = normalize(volume, s.normalization)
@@ -282,12 +306,12 @@ class Evaluation:
                 if all(k in closed for k in keys):
                     continue
                 task = SliceTask(np.asarray(gts[z], bool), spacing, extent, None, s)
-                rows = self._slice(images[z], task, base, closed, neighbour[z], timing)
-                records.append_rows(sink, rows)
+                rows, timings = self._slice(images[z], task, base, closed, neighbour[z])
                 for row in rows:
                     if row["row"] == "slice":
                         closed[records.slice_key(row)] = row
                         finished.append(row)
+                yield rows, [timings]
         mine = [r for r in finished if r["backend"] == self.primary[0]]
         closing = {
             "row": "case",
@@ -298,9 +322,11 @@ class Evaluation:
             "slices": len({(r["plane"], r["slice"]) for r in mine}),
             "metrics_3d": _case_metrics(mine, truth, crop, spacing_xyz, s),
         }
-        records.append_rows(sink, [closing])
+        yield [closing], []
 
-    def _slice(self, image, task: SliceTask, base: dict, closed: dict, neighbour_z, timing) -> list[dict]:
+    def _slice(
+        self, image, task: SliceTask, base: dict, closed: dict, neighbour_z
+    ) -> tuple[list[dict], dict]:
         s = self.settings
         name, predictor = self.primary
         pixel_mm2 = task.spacing[0] * task.spacing[1]
@@ -339,6 +365,4 @@ class Evaluation:
                 closing["compare"] = _parity(steps, masks, ref_steps, ref_masks, self.compare[0])
             rows.extend(step_rows + [closing])
         timings["decoder"] = decoder
-        timing.write(json.dumps(timings) + "\n")
-        timing.flush()
-        return rows
+        return rows, timings
