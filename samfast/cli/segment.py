@@ -264,6 +264,6 @@ def segment(
         dicom_files = [p for p in written if p.suffix == ".dcm"]
         try:
             send_files(dicom_files, node, send_timeout)
-        except SendError as error:
-            raise fail(str(error), 3) from None
+        except SendError as error:  # exit 3: written here, not delivered there
+            raise fail(f"{error}; the files stay written: {', '.join(map(str, dicom_files))}", 3) from None
         typer.echo(f"sent {len(dicom_files)} files to {node}")

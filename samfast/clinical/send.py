@@ -1,7 +1,8 @@
 """Send written DICOM files to a DICOM node (a planning system's or PACS's storage SCP) by C-STORE.
 
 One association for all files (pynetdicom), explicit VR little endian as written. A refused
-association, a time-out or a failed store is one SendError line; the local files are never touched.
+connection or association, a time-out or a failed store is one SendError line; the files sent are
+only read, never moved or removed.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _reachable(node: Node, timeout: float) -> None:
         socket.create_connection((node.host, node.port), timeout=timeout).close()
     except OSError as error:
         why = "no answer" if isinstance(error, TimeoutError) else (error.strerror or str(error))
-        raise SendError(f"cannot reach {node} ({why}); the files stay written locally") from None
+        raise SendError(f"cannot reach {node} ({why})") from None
 
 
 def send_files(paths: list[Path], node: Node | str, timeout: float = 30.0) -> list[str]:
@@ -82,7 +83,7 @@ def send_files(paths: list[Path], node: Node | str, timeout: float = 30.0) -> li
     assoc = ae.associate(node.host, node.port, contexts=contexts, ae_title=node.ae_title)
     if not assoc.is_established:
         why = "refused the association" if assoc.is_rejected else "aborted the association or did not answer"
-        raise SendError(f"{node} {why} (within {timeout:g} s); the files stay written locally")
+        raise SendError(f"{node} {why} (within {timeout:g} s)")
     sent = []
     try:
         for path, ds in zip(paths, datasets, strict=True):
@@ -90,7 +91,7 @@ def send_files(paths: list[Path], node: Node | str, timeout: float = 30.0) -> li
             code = int(getattr(status, "Status", -1))
             if not status or not (code in (0x0000, 0x0001) or 0xB000 <= code <= 0xBFFF):
                 reason = _status_text(status) if status else f"no answer within {timeout:g} s"
-                raise SendError(f"{node} did not store {path.name}: {reason}; the files stay written locally")
+                raise SendError(f"{node} did not store {path.name}: {reason}")
             sent.append(str(ds.SOPInstanceUID))
     finally:
         if assoc.is_established:
