@@ -1,13 +1,21 @@
-"""DICOM series built from the shipped demo NIfTI cases, for the segment/serve tests.
+"""DICOM series built from the shipped demo NIfTI cases, for the segment/serve tests, and the
+independent tools that check what samfast writes: plastimatch, dciodvfy and dcmtk's storescp.
 
 A crop keeps the tests fast: the slices around the tumour's middle, in-plane a square around it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
+import pydicom
+import pytest
 import SimpleITK as sitk
 from conftest import DEMO, TUMOUR_CORE
 
@@ -78,11 +86,6 @@ GEOMETRIES = {
 
 def dciodvfy_errors(path: Path) -> list[str]:
     """The 'Error' lines dciodvfy (dicom3tools, David Clunie's IOD checker) prints for a file."""
-    import shutil
-    import subprocess
-
-    import pytest
-
     if shutil.which("dciodvfy") is None:
         pytest.skip("dciodvfy not installed (Debian dicom3tools; .ci/run installs it)")
     run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
@@ -91,11 +94,7 @@ def dciodvfy_errors(path: Path) -> list[str]:
 
 def plastimatch_masks(rtstruct: Path, series_dir: Path, out_dir: Path) -> dict[str, sitk.Image]:
     """plastimatch's rasterisation of every ROI (voxel centre in polygon, --xor-contours) on the series."""
-    import shutil
-    import subprocess
     import sys
-
-    import pytest
 
     found = Path(sys.executable).with_name("plastimatch")
     binary = str(found) if found.exists() else shutil.which("plastimatch")
@@ -106,3 +105,67 @@ def plastimatch_masks(rtstruct: Path, series_dir: Path, out_dir: Path) -> dict[s
     run = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     return {path.stem: sitk.ReadImage(str(path)) for path in sorted(out_dir.glob("*.nrrd"))}
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder, options: str):
+    """A tmpfs mounted at ``folder`` (root only; skipped where mounting is not permitted)."""
+    folder.mkdir()
+    run = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if run.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({run.stderr.decode().strip() or 'not permitted'})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _dcmtk_storescp() -> str:
+    """dcmtk's storescp: pynetdicom installs a storescp of its own, the sender's library, not a
+    second implementation, and it may come first on PATH."""
+    import os
+
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = shutil.which("storescp", path=folder)
+        if candidate:
+            version = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=10)
+            if "dcmtk" in version.stdout + version.stderr:
+                return candidate
+    pytest.skip("dcmtk's storescp not installed (Debian dcmtk; .ci/run installs it)")
+
+
+@contextlib.contextmanager
+def storescp(folder, *options: str):
+    """dcmtk's storage SCP on a free loopback port, writing what it receives to ``folder``."""
+    binary = _dcmtk_storescp()
+    folder.mkdir(exist_ok=True)
+    port = free_port()
+    command = [binary, "--aetitle", "PLANNING", "--output-directory", str(folder), *options, str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):  # until it listens
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            time.sleep(0.05)
+        yield f"PLANNING@127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def assert_received(folder, paths) -> None:
+    """Each written file arrived once: the same data set, element for element (the file meta may
+    differ: storescp writes its own implementation UID and source AE title)."""
+    received = {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(p) for p in folder.iterdir())}
+    assert len(received) == len(paths)
+    for path in paths:
+        written = pydicom.dcmread(path)
+        arrived = received[str(written.SOPInstanceUID)]
+        assert arrived == written  # pydicom compares every element, sequences and pixel data included
+        assert arrived.file_meta.MediaStorageSOPClassUID == written.file_meta.MediaStorageSOPClassUID

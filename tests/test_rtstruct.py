@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
-import subprocess
-import time
 
 import numpy as np
 import pydicom
@@ -17,10 +15,14 @@ import SimpleITK as sitk
 from conftest import CASES, TUMOUR_CORE
 from dicom_fixtures import (
     GEOMETRIES,
+    assert_received,
     build_series,
     dciodvfy_errors,
     demo_images,
+    free_port,
+    mounted_tmpfs,
     plastimatch_masks,
+    storescp,
     tumour_crop,
     with_geometry,
 )
@@ -213,19 +215,6 @@ def test_an_empty_mask_is_refused_unless_allowed(small_series, tmp_path):
     assert not read_rtstruct_mask(rt, volume.series, "GTV").any()
 
 
-@contextlib.contextmanager
-def mounted_tmpfs(folder, options: str):
-    """A tmpfs mounted at ``folder`` (root only; skipped where mounting is not permitted)."""
-    folder.mkdir()
-    run = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
-    if run.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({run.stderr.decode().strip() or 'not permitted'})")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
-
-
 def test_a_full_disk_or_read_only_folder_is_one_error_and_leaves_nothing(small_series, tmp_path):
     volume = load_volume(small_series)
     mask = _hand_made()["block"]
@@ -247,57 +236,6 @@ def test_a_full_disk_or_read_only_folder_is_one_error_and_leaves_nothing(small_s
         assert list(read_only.iterdir()) == []
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _dcmtk_storescp() -> str:
-    """dcmtk's storescp: pynetdicom installs a storescp of its own, the sender's library, not a
-    second implementation, and it may come first on PATH."""
-    import os
-
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = shutil.which("storescp", path=folder)
-        if candidate:
-            version = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=10)
-            if "dcmtk" in version.stdout + version.stderr:
-                return candidate
-    pytest.skip("dcmtk's storescp not installed (Debian dcmtk; .ci/run installs it)")
-
-
-@contextlib.contextmanager
-def storescp(folder, *options: str):
-    """dcmtk's storage SCP on a free loopback port, writing what it receives to ``folder``."""
-    binary = _dcmtk_storescp()
-    folder.mkdir(exist_ok=True)
-    port = _free_port()
-    command = [binary, "--aetitle", "PLANNING", "--output-directory", str(folder), *options, str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(100):  # until it listens
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            time.sleep(0.05)
-        yield f"PLANNING@127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def assert_received(folder, paths) -> None:
-    """Each written file arrived once: the same data set, element for element (the file meta may
-    differ: storescp writes its own implementation UID and source AE title)."""
-    received = {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(p) for p in folder.iterdir())}
-    assert len(received) == len(paths)
-    for path in paths:
-        written = pydicom.dcmread(path)
-        arrived = received[str(written.SOPInstanceUID)]
-        assert arrived == written  # pydicom compares every element, sequences and pixel data included
-        assert arrived.file_meta.MediaStorageSOPClassUID == written.file_meta.MediaStorageSOPClassUID
-
-
 def test_c_store_to_storescp_delivers_the_files_unchanged(small_series, tmp_path):
     volume = load_volume(small_series)
     mask = _hand_made()["ring"]
@@ -316,7 +254,7 @@ def test_refusals_and_time_outs_are_one_send_error(small_series, tmp_path):
         with pytest.raises(SendError, match="refused the association"):
             send_files([rt], node, timeout=5)
     with pytest.raises(SendError, match=r"cannot reach .*Connection refused"):
-        send_files([rt], f"PLANNING@127.0.0.1:{_free_port()}", timeout=2)
+        send_files([rt], f"PLANNING@127.0.0.1:{free_port()}", timeout=2)
     with socket.socket() as silent:  # accepts the connection, never answers the association request
         silent.bind(("127.0.0.1", 0))
         silent.listen()

@@ -215,7 +215,8 @@ def segment(
     slice_model = SliceModel(predictor, volume.normalised(normalize))
     spacing = volume.image.GetSpacing()
     columns = (TextColumn("[bold]segment"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
+    # not a terminal (a log, a pipe): no bar, and no stray blank line before an error line
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("slices", total=None if propagate else len(prompts.slices))
         result = segment_volume(
             slice_model,
