@@ -304,3 +304,27 @@ def test_segment_on_a_whole_demo_case_as_dicom(case_id, predictor, tmp_path):
         f"RTSTRUCT round trip Dice {rt_dice:.4f}; DICOM-SEG identical {seg_same}"
     )
     assert rt_dice >= 0.99 and seg_same and np.array_equal(mask, reference)
+
+
+def test_serve_rtstruct_export_sends_to_a_dicom_node(case, predictor, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from samfast.serve.app import create_app
+
+    series, _, _, box = case
+    headers = {"X-API-Key": "k" * 24}
+    client = TestClient(create_app(predictor, headers["X-API-Key"]))
+    session = client.post("/sessions", json={"path": str(series)}, headers=headers).json()["session"]
+    prompt = {"slice": 2, "box": [float(v) for v in box[:2] + box[3:5]]}
+    assert client.post(f"/sessions/{session}/prompt", json=prompt, headers=headers).status_code == 200
+    url, request = f"/sessions/{session}/rtstruct", {"roi_name": "GTV", "roi_type": "ORGAN"}
+    with storescp(tmp_path / "received") as node:
+        exported = client.post(url, json={**request, "send": node}, headers=headers)
+    assert exported.status_code == 200, exported.text
+    (tmp_path / "rt.dcm").write_bytes(exported.content)
+    assert_received(tmp_path / "received", [tmp_path / "rt.dcm"])
+    assert pydicom.dcmread(tmp_path / "rt.dcm").RTROIObservationsSequence[0].RTROIInterpretedType == "ORGAN"
+    unreachable = client.post(
+        url, json={**request, "send": f"PLANNING@127.0.0.1:{free_port()}"}, headers=headers
+    )
+    assert unreachable.status_code == 502 and "cannot reach" in unreachable.json()["detail"]
