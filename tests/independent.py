@@ -60,7 +60,8 @@ def contour_volume_mm3(rtstruct_path, thickness_mm: float) -> float:
     for roi in structure.ROIContourSequence:
         for contour in getattr(roi, "ContourSequence", None) or []:
             points = np.asarray(contour.ContourData, dtype=np.float64).reshape(-1, 3)
-            by_image.setdefault(str(contour.ContourImageSequence[0].ReferencedSOPInstanceUID), []).append(points)
+            image = str(contour.ContourImageSequence[0].ReferencedSOPInstanceUID)
+            by_image.setdefault(image, []).append(points)
     total = 0.0
     for contours in by_image.values():
         first = contours[0]
