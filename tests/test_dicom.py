@@ -103,6 +103,8 @@ def test_dicom_seg_round_trip_is_identical(loaded, truth, tmp_path):
     assert dciodvfy_errors(path) == []
     ds = pydicom.dcmread(path)
     assert ds.Modality == "SEG" and ds.SegmentSequence[0].SegmentLabel == "GTV"
+    assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert ds.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC" and ds.Manufacturer == "samfast"
     assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == loaded.series.series_uid
 
 

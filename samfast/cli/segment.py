@@ -186,6 +186,8 @@ def segment(
     check_roi_name(roi_name)
     check_roi_type(roi_type)
     node = None if send is None else parse_node(send)
+    if not send_timeout > 0:
+        raise InputError(f"--send-timeout {send_timeout:g}: give a number of seconds above 0")
     if node is not None and rtstruct is None and seg is None:
         raise InputError("--send sends the RTSTRUCT and SEG: give --rtstruct and/or --seg")
     volume = load_volume(volume_path)

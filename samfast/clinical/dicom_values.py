@@ -65,7 +65,12 @@ def copy_patient_and_study(dataset, source) -> None:
 
 def series_number(series, preferred: int) -> int:
     """``preferred`` (900 SEG, 901 RTSTRUCT), moved by 1000 while it is the image series' own."""
-    taken = {int(ds.SeriesNumber) for ds in series.datasets if str(getattr(ds, "SeriesNumber", "")).strip()}
+    taken = set()
+    for ds in series.datasets:
+        try:
+            taken.add(int(str(getattr(ds, "SeriesNumber", "")).strip()))
+        except ValueError:  # absent (Type 2) or malformed: nothing to avoid
+            pass
     number = preferred
     while number in taken:
         number += 1000

@@ -30,7 +30,8 @@ from samfast.errors import InputError
 
 DEFAULT_COLOR = (255, 0, 0)
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
-# RT Referenced Study: the Study Component Management class, as the RT IODs' examples reference it.
+# RT Referenced Study: Detached Study Management (retired, but what the RT IODs' examples and
+# planning systems put there; no current class replaces it).
 STUDY_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"
 SERIES_NUMBER = 901
 # RTROIInterpretedType defined terms (PS3.3 C.8.8.8), the ones a contouring tool can mean.
