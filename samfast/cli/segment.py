@@ -1,8 +1,10 @@
 """`samfast segment`: a volume (NIfTI/NRRD/MHA or a DICOM series folder) and a 3D box / clicks ->
-a mask volume (NIfTI with the source geometry), a DICOM RT Structure Set and a DICOM-SEG.
+a mask volume (NIfTI with the source geometry), a DICOM RT Structure Set and a DICOM-SEG, which
+--send then C-STOREs to a DICOM node.
 
 Every output is checked before the model runs and written atomically; if one write fails, the
-outputs already written by this run are removed, so a failed run leaves no file.
+outputs already written by this run are removed, so a failed run leaves no file. A failed send
+exits 3 and leaves the written files in place.
 """
 
 from __future__ import annotations
@@ -264,7 +266,7 @@ def segment(
     if not result.mask.any():
         typer.echo("warning: the mask is empty; the RTSTRUCT lists the ROI without contours", err=True)
     if node is not None:
-        dicom_files = [p for p in written if p.suffix == ".dcm"]
+        dicom_files = [p for p in written if p != out]  # the RTSTRUCT and SEG, whatever their suffix
         try:
             send_files(dicom_files, node, send_timeout)
         except SendError as error:  # exit 3: written here, not delivered there
