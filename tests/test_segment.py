@@ -304,6 +304,7 @@ def test_segment_on_a_whole_demo_case_as_dicom(case_id, predictor, tmp_path):
         f"RTSTRUCT round trip Dice {rt_dice:.4f}; DICOM-SEG identical {seg_same}"
     )
     assert rt_dice == 1.0 and seg_same and np.array_equal(mask, reference)
+    assert dciodvfy_errors(rt / rtstruct_file_name("SAMFAST")) == [] and dciodvfy_errors(seg) == []
 
 
 def test_serve_rtstruct_export_sends_to_a_dicom_node(case, predictor, tmp_path):
@@ -324,6 +325,7 @@ def test_serve_rtstruct_export_sends_to_a_dicom_node(case, predictor, tmp_path):
     (tmp_path / "rt.dcm").write_bytes(exported.content)
     assert_received(tmp_path / "received", [tmp_path / "rt.dcm"])
     assert pydicom.dcmread(tmp_path / "rt.dcm").RTROIObservationsSequence[0].RTROIInterpretedType == "ORGAN"
+    assert dciodvfy_errors(tmp_path / "rt.dcm") == []
     unreachable = client.post(
         url, json={**request, "send": f"PLANNING@127.0.0.1:{free_port()}"}, headers=headers
     )
