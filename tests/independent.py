@@ -44,3 +44,38 @@ def putz_by_hand(predictor, gt: np.ndarray, max_points: int = 9) -> list[tuple[l
 
 def putz_points_by_hand(predictor, gt: np.ndarray, max_points: int = 9) -> list[list[int]]:
     return putz_by_hand(predictor, gt, max_points)[-1][0]
+
+
+def contour_volume_mm3(rtstruct_path, thickness_mm: float) -> float:
+    """An RT Structure Set's volume from its ContourData alone: per image, the XOR area of its contours
+    (a contour inside an odd number of others is a hole), times the slice thickness.
+
+    Written without samfast's code: plane axes from Newell's normal, matplotlib's point-in-polygon.
+    """
+    import pydicom
+    from matplotlib.path import Path as PolygonPath
+
+    structure = pydicom.dcmread(rtstruct_path)
+    by_image: dict[str, list[np.ndarray]] = {}
+    for roi in structure.ROIContourSequence:
+        for contour in getattr(roi, "ContourSequence", None) or []:
+            points = np.asarray(contour.ContourData, dtype=np.float64).reshape(-1, 3)
+            image = str(contour.ContourImageSequence[0].ReferencedSOPInstanceUID)
+            by_image.setdefault(image, []).append(points)
+    total = 0.0
+    for contours in by_image.values():
+        first = contours[0]
+        following = np.roll(first, -1, axis=0)
+        normal = np.cross(first, following).sum(axis=0)  # Newell: twice the vector area
+        normal /= np.linalg.norm(normal)
+        u = following[0] - first[0]
+        u /= np.linalg.norm(u)
+        v = np.cross(normal, u)
+        flat = [np.stack([(c - first[0]) @ u, (c - first[0]) @ v], axis=1) for c in contours]
+        for i, polygon in enumerate(flat):
+            x, y = polygon[:, 0], polygon[:, 1]
+            area = 0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+            probe = (polygon[0] + polygon[1]) / 2  # an edge midpoint: on no other contour
+            depth = sum(PolygonPath(o).contains_point(probe) for j, o in enumerate(flat) if j != i)
+            total += area if depth % 2 == 0 else -area
+    return total * thickness_mm

@@ -6,10 +6,21 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 from conftest import CASES, TUMOUR_CORE, load_case
-from dicom_fixtures import build_series, demo_images, tumour_crop
+from dicom_fixtures import (
+    assert_received,
+    build_series,
+    dciodvfy_errors,
+    demo_images,
+    free_port,
+    mounted_tmpfs,
+    plastimatch_masks,
+    storescp,
+    tumour_crop,
+)
 from typer.testing import CliRunner
 
 from samfast import Predictor
@@ -47,13 +58,24 @@ def test_segment_outputs_agree_and_match_the_predictor_slice_by_slice(case, pred
     out, rt, seg = tmp_path / "mask.nii.gz", tmp_path / "rt", tmp_path / "seg.dcm"
     args = ["segment", str(series), "--box", *map(str, box), "--out", str(out), "--rtstruct", str(rt)]
     args += ["--seg", str(seg), "--roi-name", "GTV", "--color", "#00ff00", "--label", str(label)]
-    result = CliRunner().invoke(app, args)
+    with storescp(tmp_path / "received") as node:
+        result = CliRunner().invoke(app, [*args, "--roi-type", "CTV", "--send", node])
     assert result.exit_code == 0, result.stderr
+    assert f"sent 2 files to {node}" in result.stdout
+    rt_file = rt / rtstruct_file_name("GTV")
+    assert_received(tmp_path / "received", [rt_file, seg])
     volume = load_volume(series)
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out))).astype(bool)
     assert mask.any(axis=(1, 2)).all()
-    assert dice(read_rtstruct_mask(rt / rtstruct_file_name("GTV"), volume.series, "GTV"), mask) >= 0.99
+    # a planning system's reading (plastimatch), samfast's own and the SEG give back the NIfTI mask
+    planned = plastimatch_masks(rt_file, series, tmp_path / "pm")["GTV"]
+    assert np.array_equal(sitk.GetArrayFromImage(planned).astype(bool), mask)
+    assert np.array_equal(read_rtstruct_mask(rt_file, volume.series, "GTV"), mask)
     assert np.array_equal(read_dicom_seg(seg, volume.series), mask)
+    assert dciodvfy_errors(rt_file) == [] and dciodvfy_errors(seg) == []
+    structure = pydicom.dcmread(rt_file)
+    assert structure.RTROIObservationsSequence[0].RTROIInterpretedType == "CTV"
+    assert "litemedsam" in structure.StructureSetROISequence[0].ROIGenerationDescription
     # The same predictor, slice by slice, on the same intensities (Putz over the whole volume).
     scaled = normalize_mr_putz(sitk.GetArrayFromImage(volume.image))
     reference = np.zeros_like(mask)
@@ -64,6 +86,48 @@ def test_segment_outputs_agree_and_match_the_predictor_slice_by_slice(case, pred
     sidecar = json.loads((tmp_path / "mask.json").read_text())
     assert sidecar["dice_3d"] == pytest.approx(dice(reference, core), abs=1e-12)
     assert f"3D Dice vs label {dice(reference, core):.4f}" in result.stdout
+
+
+def _segment(*args):
+    result = CliRunner().invoke(app, ["segment", *map(str, args)])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_an_empty_mask_is_refused_and_allow_empty_writes_conformant_files(case, predictor, tmp_path):
+    # (the predictor fixture builds the engine first, so the CLI prints no build log)
+    series = case[0]
+    out = tmp_path / "out"
+    out.mkdir()
+    # one background click in the middle of a slice: LiteMedSAM answers with an empty mask
+    prompt = ["--point", "64,64,2,0", "--out", out / "m.nii.gz", "--rtstruct", out / "rt"]
+    prompt += ["--seg", out / "s.dcm"]
+    code, _, stderr = _segment(series, *prompt)
+    assert code == 2 and stderr.count("\n") == 1 and "the mask is empty" in stderr
+    assert "--allow-empty" in stderr and list(out.iterdir()) == []
+    # allowed, and sent to a node that is not there: exit 3, one line, the files stay
+    node = f"PLANNING@127.0.0.1:{free_port()}"
+    code, _, stderr = _segment(series, *prompt, "--allow-empty", "--send", node)
+    error = [line for line in stderr.splitlines() if line.startswith("error")]
+    assert code == 3 and len(error) == 1 and f"cannot reach {node}" in error[0], stderr
+    assert "the files stay written" in error[0] and "ROI without contours" in stderr
+    rt = out / "rt" / rtstruct_file_name("SAMFAST")
+    assert "ContourSequence" not in pydicom.dcmread(rt).ROIContourSequence[0]
+    assert dciodvfy_errors(rt) == [] and dciodvfy_errors(out / "s.dcm") == []
+    assert not sitk.GetArrayFromImage(sitk.ReadImage(str(out / "m.nii.gz"))).any()
+    code, _, stderr = _segment(series, "--box", 1, 1, 0, 9, 9, 0, "--out", out / "n.nii.gz", "--send", node)
+    assert code == 2 and "--send sends the RTSTRUCT and SEG" in stderr  # refused before the model runs
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(case, predictor, tmp_path):
+    series, _, _, box = case
+    with mounted_tmpfs(tmp_path / "full", "size=64k") as full:
+        filler = full / "someone-elses.dat"  # leave room for the NIfTI, not for the RTSTRUCT
+        filler.write_bytes(b"\0" * 40960)
+        outputs = ["--out", full / "m.nii.gz", "--rtstruct", full / "rt", "--seg", full / "s.dcm"]
+        code, _, stderr = _segment(series, "--box", *box[:2], 1, *box[3:5], 2, *outputs)
+        assert code == 2 and stderr.count("\n") == 1 and "No space left on device" in stderr, stderr
+        assert "Traceback" not in stderr
+        assert list(full.iterdir()) == [filler]
 
 
 def test_propagation_walks_from_the_box_slice_and_says_why_it_stopped(case, predictor):
@@ -239,4 +303,30 @@ def test_segment_on_a_whole_demo_case_as_dicom(case_id, predictor, tmp_path):
         f"{dice(mask, core):.4f} (predictor slice by slice {dice(reference, core):.4f}); "
         f"RTSTRUCT round trip Dice {rt_dice:.4f}; DICOM-SEG identical {seg_same}"
     )
-    assert rt_dice >= 0.99 and seg_same and np.array_equal(mask, reference)
+    assert rt_dice == 1.0 and seg_same and np.array_equal(mask, reference)
+    assert dciodvfy_errors(rt / rtstruct_file_name("SAMFAST")) == [] and dciodvfy_errors(seg) == []
+
+
+def test_serve_rtstruct_export_sends_to_a_dicom_node(case, predictor, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from samfast.serve.app import create_app
+
+    series, _, _, box = case
+    headers = {"X-API-Key": "k" * 24}
+    client = TestClient(create_app(predictor, headers["X-API-Key"]))
+    session = client.post("/sessions", json={"path": str(series)}, headers=headers).json()["session"]
+    prompt = {"slice": 2, "box": [float(v) for v in box[:2] + box[3:5]]}
+    assert client.post(f"/sessions/{session}/prompt", json=prompt, headers=headers).status_code == 200
+    url, request = f"/sessions/{session}/rtstruct", {"roi_name": "GTV", "roi_type": "ORGAN"}
+    with storescp(tmp_path / "received") as node:
+        exported = client.post(url, json={**request, "send": node}, headers=headers)
+    assert exported.status_code == 200, exported.text
+    (tmp_path / "rt.dcm").write_bytes(exported.content)
+    assert_received(tmp_path / "received", [tmp_path / "rt.dcm"])
+    assert pydicom.dcmread(tmp_path / "rt.dcm").RTROIObservationsSequence[0].RTROIInterpretedType == "ORGAN"
+    assert dciodvfy_errors(tmp_path / "rt.dcm") == []
+    unreachable = client.post(
+        url, json={**request, "send": f"PLANNING@127.0.0.1:{free_port()}"}, headers=headers
+    )
+    assert unreachable.status_code == 502 and "cannot reach" in unreachable.json()["detail"]

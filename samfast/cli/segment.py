@@ -1,8 +1,10 @@
 """`samfast segment`: a volume (NIfTI/NRRD/MHA or a DICOM series folder) and a 3D box / clicks ->
-a mask volume (NIfTI with the source geometry), a DICOM RT Structure Set and a DICOM-SEG.
+a mask volume (NIfTI with the source geometry), a DICOM RT Structure Set and a DICOM-SEG, which
+--send then C-STOREs to a DICOM node.
 
 Every output is checked before the model runs and written atomically; if one write fails, the
-outputs already written by this run are removed, so a failed run leaves no file.
+outputs already written by this run are removed, so a failed run leaves no file. A failed send
+exits 3 and leaves the written files in place.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from samfast.cli._common import guarded
+from samfast.cli._common import fail, guarded
 from samfast.cli.bench import Target
 from samfast.errors import InputError
 
@@ -56,24 +58,38 @@ def _check_writable(folder: Path) -> None:
         raise InputError(f"{folder}: output folder is not writable ({error.strerror})") from None
 
 
-def _write_all(result, volume, out, rtstruct, seg, roi_name, color, description) -> list[Path]:
+def _write_all(result, volume, out, rtstruct, seg, roi_name, color, description, **dicom) -> list[Path]:
+    """Write the outputs asked for; if one fails, remove what this run wrote, the folder it made too."""
     from samfast.clinical.dicom_seg import write_dicom_seg
     from samfast.clinical.rtstruct import write_rtstruct
     from samfast.clinical.volume import write_volume_mask
 
+    made_folder = rtstruct is not None and not rtstruct.exists()
     written: list[Path] = []
     try:
         if out is not None:
             written.append(write_volume_mask(result.mask, volume, out, description))
         if rtstruct is not None:
-            written.append(write_rtstruct(result.mask, volume.series, rtstruct, roi_name, color, description))
+            written.append(
+                write_rtstruct(result.mask, volume.series, rtstruct, roi_name, color, description, **dicom)
+            )
         if seg is not None:
-            written.append(write_dicom_seg(result.mask, volume.series, seg, roi_name, color))
+            options = {k: v for k, v in dicom.items() if k != "roi_type"}
+            written.append(write_dicom_seg(result.mask, volume.series, seg, roi_name, color, **options))
     except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
+        _remove(written, rtstruct if made_folder else None)
         raise
     return written
+
+
+def _remove(written: list[Path], folder: Path | None) -> None:
+    import contextlib
+
+    for path in written:
+        path.unlink(missing_ok=True)
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 @guarded
@@ -116,6 +132,22 @@ def segment(
     ] = None,
     seg: Annotated[Path | None, typer.Option("--seg", help="DICOM-SEG file to write.")] = None,
     roi_name: Annotated[str, typer.Option("--roi-name", help="ROI / segment name.")] = "SAMFAST",
+    roi_type: Annotated[
+        str, typer.Option("--roi-type", help="RTROIInterpretedType: GTV, CTV, PTV, ORGAN, AVOIDANCE, ...")
+    ] = "GTV",
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty", help="Write the outputs even if the mask is empty (ROI without contours)."
+        ),
+    ] = False,
+    send: Annotated[
+        str | None,
+        typer.Option("--send", metavar="AE@HOST:PORT", help="C-STORE the RTSTRUCT and SEG to a DICOM node."),
+    ] = None,
+    send_timeout: Annotated[
+        float, typer.Option("--send-timeout", help="Seconds to wait for the DICOM node at each step.")
+    ] = 30.0,
     color: Annotated[str, typer.Option("--color", help="ROI colour R,G,B or #rrggbb.")] = "255,0,0",
     model: Model = "litemedsam",
     backend: Backend = "onnxruntime",
@@ -141,8 +173,9 @@ def segment(
     from samfast.cli.predict import sidecar_path
     from samfast.clinical.prompts import build_prompts, parse_point, read_prompts_file
     from samfast.clinical.propagate import PropagationRule
-    from samfast.clinical.rtstruct import check_roi_name, parse_color
+    from samfast.clinical.rtstruct import check_not_empty, check_roi_name, check_roi_type, parse_color
     from samfast.clinical.segment import segment_volume
+    from samfast.clinical.send import SendError, parse_node, send_files
     from samfast.clinical.slice_model import SliceModel
     from samfast.clinical.volume import load_volume
     from samfast.eval.datasets import target_mask
@@ -153,6 +186,12 @@ def segment(
         raise InputError("give the prompts either on the command line or in --prompts, not both")
     rgb = parse_color(color)
     check_roi_name(roi_name)
+    check_roi_type(roi_type)
+    node = None if send is None else parse_node(send)
+    if not send_timeout > 0:
+        raise InputError(f"--send-timeout {send_timeout:g}: give a number of seconds above 0")
+    if node is not None and rtstruct is None and seg is None:
+        raise InputError("--send sends the RTSTRUCT and SEG: give --rtstruct and/or --seg")
     volume = load_volume(volume_path)
     _check_outputs(volume, out, rtstruct, seg)
     if prompts_file is not None:
@@ -180,7 +219,8 @@ def segment(
     slice_model = SliceModel(predictor, volume.normalised(normalize))
     spacing = volume.image.GetSpacing()
     columns = (TextColumn("[bold]segment"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
+    # not a terminal (a log, a pipe): no bar, and no stray blank line before an error line
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("slices", total=None if propagate else len(prompts.slices))
         result = segment_volume(
             slice_model,
@@ -190,8 +230,11 @@ def segment(
             PropagationRule(margin_mm=margin_mm),
             on_slice=lambda z: bar.advance(task),
         )
+    check_not_empty(result.mask, allow_empty)
     stamp = f"samfast {predictor.spec.name} {predictor.weights.label}"
-    written = _write_all(result, volume, out, rtstruct, seg, roi_name, rgb, stamp)
+    dicom = {"roi_type": roi_type, "model": predictor.spec.name, "allow_empty": allow_empty}
+    made_folder = rtstruct is not None and not rtstruct.exists()
+    written = _write_all(result, volume, out, rtstruct, seg, roi_name, rgb, stamp, **dicom)
     summary = {
         "volume": str(volume_path),
         "slices": sorted(result.scores),
@@ -209,8 +252,7 @@ def segment(
         try:
             atomic_write_bytes(sidecar_path(out), (json.dumps(summary, indent=2) + "\n").encode())
         except BaseException:
-            for path in written:
-                path.unlink(missing_ok=True)
+            _remove(written, rtstruct if made_folder else None)
             raise
     line = f"segmented {len(result.scores)} slices, {summary['voxels']} voxels"
     line += f", 3D Dice vs label {summary['dice_3d']:.4f}" if truth is not None else ""
@@ -222,4 +264,11 @@ def segment(
     for path in written:
         typer.echo(f"wrote {path}")
     if not result.mask.any():
-        typer.echo("warning: the mask is empty", err=True)
+        typer.echo("warning: the mask is empty; the RTSTRUCT lists the ROI without contours", err=True)
+    if node is not None:
+        dicom_files = [p for p in written if p != out]  # the RTSTRUCT and SEG, whatever their suffix
+        try:
+            send_files(dicom_files, node, send_timeout)
+        except SendError as error:  # exit 3: written here, not delivered there
+            raise fail(f"{error}; the files stay written: {', '.join(map(str, dicom_files))}", 3) from None
+        typer.echo(f"sent {len(dicom_files)} files to {node}")

@@ -9,14 +9,21 @@ from pathlib import Path
 
 import numpy as np
 
-from samfast import __version__
-from samfast.clinical.rtstruct import DEFAULT_COLOR, check_roi_name
+from samfast.clinical.dicom_values import MANUFACTURER, SOFTWARE_VERSIONS, fit, save_dataset, series_number
+from samfast.clinical.rtstruct import DEFAULT_COLOR, check_not_empty, check_roi_name
 from samfast.errors import InputError
-from samfast.io.atomic import atomic_path
+
+SERIES_NUMBER = 900
 
 
-def build_segmentation(mask: np.ndarray, series, roi_name: str, color=DEFAULT_COLOR):
-    """A highdicom Segmentation of ``mask`` (z, y, x) over ``series`` (datasets in z order)."""
+def build_segmentation(
+    mask: np.ndarray, series, roi_name: str, color=DEFAULT_COLOR, model: str = "", allow_empty: bool = False
+):
+    """A highdicom Segmentation of ``mask`` (z, y, x) over ``series`` (datasets in z order).
+
+    SEMIAUTOMATIC, the algorithm named after ``model``. An empty mask is refused unless
+    ``allow_empty`` (then every frame is written, all zero: highdicom cannot omit them all).
+    """
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -24,15 +31,18 @@ def build_segmentation(mask: np.ndarray, series, roi_name: str, color=DEFAULT_CO
     mask = np.asarray(mask, bool)
     if mask.shape != (len(series.datasets), series.datasets[0].Rows, series.datasets[0].Columns):
         raise InputError(f"mask shape {mask.shape} does not match the series")
+    check_not_empty(mask, allow_empty)
     algorithm = hd.AlgorithmIdentificationSequence(
-        name="samfast", version=__version__, family=codes.cid7162.ArtificialIntelligence
+        name=fit(f"samfast {model}".strip(), 64),
+        version=SOFTWARE_VERSIONS,
+        family=codes.cid7162.ArtificialIntelligence,
     )
     segment = hd.seg.SegmentDescription(
         segment_number=1,
         segment_label=roi_name,
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=codes.SCT.Neoplasm,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
         algorithm_identification=algorithm,
         display_color=hd.color.CIELabColor.from_rgb(*color),
     )
@@ -42,26 +52,26 @@ def build_segmentation(mask: np.ndarray, series, roi_name: str, color=DEFAULT_CO
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],
         series_instance_uid=hd.UID(),
-        series_number=900,
+        series_number=series_number(series, SERIES_NUMBER),
         sop_instance_uid=hd.UID(),
         instance_number=1,
-        manufacturer="samfast",
+        manufacturer=MANUFACTURER,
         manufacturer_model_name="samfast segment",
-        software_versions=__version__,
+        software_versions=SOFTWARE_VERSIONS,
         device_serial_number="0",
-        series_description=f"samfast {roi_name}"[:64],
+        series_description=fit(f"samfast SEG {roi_name}", 64),
     )
 
 
-def write_dicom_seg(mask: np.ndarray, series, path: str | Path, roi_name: str, color=DEFAULT_COLOR) -> Path:
-    """Write the Segmentation to ``path`` atomically."""
+def write_dicom_seg(
+    mask: np.ndarray, series, path: str | Path, roi_name: str, color=DEFAULT_COLOR, **options
+) -> Path:
+    """Write the Segmentation to ``path`` atomically; ``options`` go to build_segmentation."""
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"{path}: output folder {path.parent} does not exist")
-    segmentation = build_segmentation(mask, series, roi_name, color)
-    with atomic_path(path) as tmp:
-        segmentation.save_as(str(tmp))
-    return path
+    segmentation = build_segmentation(mask, series, roi_name, color, **options)
+    return save_dataset(segmentation.save_as, path)
 
 
 def read_dicom_seg(path: str | Path, series) -> np.ndarray:

@@ -12,18 +12,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from samfast.clinical.dicom_values import ds_text as _ds
 from samfast.errors import InputError
 
 _SOP_CLASS = {"MR": "1.2.840.10008.5.1.4.1.1.4", "CT": "1.2.840.10008.5.1.4.1.1.2"}
-
-
-def _ds(value: float) -> str:
-    """A DICOM decimal string (at most 16 characters) that reads back as ``value`` or very near it."""
-    for digits in range(12, 0, -1):
-        text = f"{value:.{digits}g}"
-        if len(text) <= 16:
-            return text
-    raise ValueError(f"{value} does not fit a DICOM decimal string")
 
 
 def _stored_values(volume: np.ndarray) -> tuple[np.ndarray, float, float]:

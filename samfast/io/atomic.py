@@ -85,8 +85,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (fsynced before the rename); return the path."""
     target = Path(path)
-    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    with atomic_path(target) as tmp:
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:  # a full disk: one line, and atomic_path removes the temporary file
+            raise InputError(f"{target}: cannot write ({_one_line(error)})") from None
     return target

@@ -87,6 +87,8 @@ class PromptRequest(BaseModel):
 class ExportRequest(BaseModel):
     roi_name: str = "SAMFAST"
     color: list[int] = [255, 0, 0]
+    roi_type: str = Field("GTV", description="RTROIInterpretedType: GTV, CTV, PTV, ORGAN, ...")
+    send: str | None = Field(None, description="AE@HOST:PORT: also C-STORE the RTSTRUCT to this DICOM node.")
 
 
 def _packed(mask: np.ndarray) -> dict:
@@ -231,7 +233,17 @@ def create_app(
         with session.lock:
             mask = session.mask.copy()
         with tempfile.TemporaryDirectory(prefix="samfast-rt-") as folder:
-            path = write_rtstruct(mask, session.volume.series, Path(folder) / "out", request.roi_name, color)
+            path = write_rtstruct(
+                mask, session.volume.series, Path(folder) / "out", request.roi_name, color,
+                roi_type=request.roi_type, model=predictor.spec.name,
+            )  # fmt: skip
+            if request.send:
+                from samfast.clinical.send import SendError, send_files
+
+                try:
+                    send_files([path], request.send)
+                except SendError as error:  # the node's fault, not the request's: 502
+                    return JSONResponse({"detail": str(error)}, status_code=502)
             return Response(path.read_bytes(), media_type="application/dicom")
 
     @app.get("/sessions/{session_id}/mask", response_class=Response)
