@@ -36,7 +36,7 @@ from samfast.serve.guard import API_KEY_HEADER, Guard
 from samfast.serve.limits import MAX_CLICKS, MAX_JSON_BYTES, Limits, Refused
 from samfast.serve.scratch import Scratch
 from samfast.serve.sessions import SessionNotFound, SessionStore, prompt_slice, undo
-from samfast.serve.sources import check_source, resolve
+from samfast.serve.sources import check_source, resolve, shorten
 
 log = logging.getLogger("samfast.serve")
 Normalize = Literal["auto", "putz", "medsam-mr", "ct-medsam", "ct-ren", "pet", "none"]
@@ -165,7 +165,9 @@ def _unpack_upload(upload: UploadFile, folder: Path, limit: int, max_files: int)
     suffix = full_suffix(name).lower()
     if suffix != ".zip" and suffix not in VOLUME_SUFFIXES:
         raise InputError(f"{name}: upload a {', '.join(VOLUME_SUFFIXES)} file or a .zip of a DICOM series")
-    target = folder / ("upload" + suffix)
+    if "\0" in name or len(name.encode("utf-8", "replace")) > 128 or name.startswith("."):
+        name = "upload" + suffix  # saved under the client's name (messages say it), when it is safe
+    target = folder / name
     with open(target, "wb") as sink:
         shutil.copyfileobj(upload.file, sink)
     if suffix != ".zip":
@@ -189,13 +191,14 @@ def _unpack_upload(upload: UploadFile, folder: Path, limit: int, max_files: int)
 
 
 def _methods(app: FastAPI):
+    """path -> the methods served there; a fixed route (/sessions/upload) shadows a templated one
+    (/sessions/{session_id}) for its own path, as the spec says, not as routing order would."""
+
     def methods(path: str) -> set[str]:
         scope = {"type": "http", "path": path, "method": "", "root_path": ""}
-        found: set[str] = set()
-        for route in app.router.routes:
-            if route.matches(scope)[0] is not Match.NONE:
-                found |= set(getattr(route, "methods", None) or ())
-        return found
+        routes = [r for r in app.router.routes if r.matches(scope)[0] is not Match.NONE]
+        fixed = [r for r in routes if "{" not in getattr(r, "path", "{")]
+        return {m for r in (fixed or routes) for m in (getattr(r, "methods", None) or ())}
 
     return methods
 
@@ -278,7 +281,7 @@ def create_app(
     def open_path(request: OpenRequest) -> SessionInfo:
         """Open a volume file or DICOM series folder on the server (within --allow-root, if given)."""
         real = resolve(request.path, limits.allow_roots)
-        check_source(real, request.path, limits, limits.allow_roots)
+        check_source(real, shorten(request.path), limits, limits.allow_roots)
         return SessionInfo(**store.open(load_volume(real), request.normalize).describe())
 
     @app.post("/sessions/upload", responses=_errors(400, 413, 422))

@@ -1,5 +1,5 @@
 """ASGI middleware in front of every route: the API key, body-size caps, a complete ``Allow`` on
-405, and a bug answered as one JSON 500 line while the connection stays open.
+405 (answered here), and a bug answered as one JSON 500 line while the connection stays open.
 
 It sits inside Starlette's ServerErrorMiddleware, which would otherwise re-raise a handler's
 exception to uvicorn: uvicorn then logs the traceback a second time and closes the kept-alive
@@ -51,6 +51,10 @@ class Guard:
         public = (scope["method"], scope["path"]) in self.open_paths
         if not public and not hmac.compare_digest(headers.get(API_KEY_HEADER.encode(), b""), self.key):
             return await send_json(send, 401, f"missing or wrong API key (header {API_KEY_HEADER})")
+        allowed = self.methods(scope["path"])
+        if allowed and scope["method"] not in allowed:
+            allow = [(b"allow", ", ".join(sorted(allowed)).encode())]
+            return await send_json(send, 405, f"method {scope['method']} not allowed here", allow)
         limit = self.body_limits.get(scope["path"], self.default_limit)
         length = headers.get(b"content-length", b"0")
         if not length.isdigit() or int(length) > limit:
@@ -67,12 +71,7 @@ class Guard:
 
         async def watched(message):
             nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                if message["status"] == 405:
-                    allow = ", ".join(sorted(self.methods(scope["path"]))).encode()
-                    kept = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
-                    message = {**message, "headers": [*kept, (b"allow", allow)]}
+            started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:

@@ -25,19 +25,29 @@ def _inside(path: Path, roots: tuple[Path, ...]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
+def shorten(text: str, width: int = 100) -> str:
+    """A path for a one-line message: long ones keep their start and end."""
+    return text if len(text) <= width else f"{text[: width // 2 - 2]}...{text[-(width // 2 - 2) :]}"
+
+
 def resolve(text: str, roots: tuple[Path, ...]) -> Path:
     """The real path of ``text``, refused when too long, under a system folder or outside ``roots``."""
-    if "\0" in text:
-        raise Refused(400, "path holds a NUL character")
-    if len(os.fsencode(text)) > PATH_MAX:
+    try:  # no file name can hold NUL or an unpaired surrogate: such a path names nothing
+        encoded = os.fsencode(text)
+    except UnicodeEncodeError:
+        encoded = b"\0"
+    if b"\0" in encoded:
+        raise Refused(404, "no such file or folder (the path holds a character no file name can)")
+    if len(encoded) > PATH_MAX:
         raise Refused(400, f"path longer than {PATH_MAX} bytes")
-    if any(len(os.fsencode(part)) > NAME_MAX for part in Path(text).parts):
-        raise Refused(400, f"path has a name longer than {NAME_MAX} bytes")
+    shown = shorten(text)
     real = Path(os.path.realpath(text))
     if _inside(real, SYSTEM_FOLDERS):
-        raise Refused(403, f"{text}: refused, a system folder ({', '.join(map(str, SYSTEM_FOLDERS))})")
+        raise Refused(403, f"{shown}: refused, a system folder ({', '.join(map(str, SYSTEM_FOLDERS))})")
     if roots and not _inside(real, roots):
-        raise Refused(403, f"{text}: outside the folders this server may open (--allow-root)")
+        raise Refused(403, f"{shown}: outside the folders this server may open (--allow-root)")
+    if any(len(os.fsencode(part)) > NAME_MAX for part in real.parts):  # no such file can exist
+        raise Refused(404, f"{shown}: no such file or folder (a name in it is longer than {NAME_MAX} bytes)")
     return real
 
 
