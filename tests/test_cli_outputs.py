@@ -115,3 +115,15 @@ def test_a_full_disk_is_one_line_and_leaves_no_file(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, limit)
     one_line_exit_2(result, "mask.nii", "disk full")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_serve_needs_a_key_from_the_environment_or_a_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("SAMFAST_API_KEY", raising=False)
+    one_line_exit_2(invoke("serve"), "SAMFAST_API_KEY", "--api-key-file")
+    one_line_exit_2(invoke("serve", "--api-key-file", tmp_path / "none"), "cannot read it")
+    (tmp_path / "empty").write_text("\n")
+    one_line_exit_2(invoke("serve", "--api-key-file", tmp_path / "empty"), "one line")
+    (tmp_path / "key").write_text("k" * 32)
+    one_line_exit_2(
+        invoke("serve", "--api-key-file", tmp_path / "key", "--allow-root", tmp_path / "x"), "not a folder"
+    )

@@ -106,17 +106,21 @@ def _discard(sessions: list[Session]) -> None:
     """Remove the sessions' uploads and give their memory back to the system."""
     if not sessions:
         return
+    dicom = any(session.volume.series is not None for session in sessions)
     for session in sessions:
         if session.scratch is not None:
             shutil.rmtree(session.scratch, ignore_errors=True)
     sessions.clear()
-    release_memory()
+    release_memory(collect=dicom)
 
 
-def release_memory() -> None:
-    """Collect cycles, then ask glibc to return freed heap pages: numpy and ITK buffers of a few MB
-    come from the heap once glibc's mmap threshold has grown, and free() alone keeps them mapped."""
-    gc.collect()
+def release_memory(collect: bool = False) -> None:
+    """Ask glibc to return freed heap pages: numpy and ITK buffers of a few MB come from the heap
+    once glibc's mmap threshold has grown, and free() alone keeps them mapped. ``collect`` first
+    runs the cycle collector (pydicom datasets may hold cycles; it costs ~0.4 s with torch loaded,
+    so plain volumes, freed by reference counting, skip it)."""
+    if collect:
+        gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
