@@ -4,7 +4,10 @@ the real LiteMedSAM predictor; sessions, cache, undo, RTSTRUCT export, keys, lim
 from __future__ import annotations
 
 import base64
+import http.client
 import io
+import json
+import logging
 import socket
 import statistics
 import threading
@@ -215,13 +218,24 @@ def test_oversize_upload_is_refused_and_the_server_keeps_serving(server):
     assert server.get("/health", headers=H).status_code == 200
 
 
-def test_a_bug_in_a_handler_is_one_json_line_and_the_server_keeps_serving(server):
-    reply = server.get("/boom", headers=H)
-    assert reply.status_code == 500
-    detail = reply.json()["detail"]
-    assert "RuntimeError: deliberate failure with a second line" in detail
-    assert "\n" not in detail and "Traceback" not in reply.text
-    assert server.get("/health", headers=H).status_code == 200
+def test_a_bug_in_a_handler_is_one_json_line_and_the_connection_stays_open(server, caplog):
+    connection = http.client.HTTPConnection("127.0.0.1", server.base_url.port, timeout=60)
+    connection.connect()
+    sock = connection.sock
+    with caplog.at_level(logging.ERROR):
+        connection.request("GET", "/boom", headers=H)
+        reply = connection.getresponse()
+        body = json.loads(reply.read())
+    assert reply.status == 500 and (reply.getheader("connection") or "") != "close"
+    detail = body["detail"]
+    assert "internal error RuntimeError" in detail and "see the server log" in detail
+    assert "deliberate" not in detail and "Traceback" not in detail  # no internals in the reply
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(logged) == 1 and "deliberate failure with a second line" in logged[0].getMessage()
+    assert "\n" not in logged[0].getMessage() and not logged[0].exc_info  # no traceback
+    connection.request("GET", "/health", headers=H)  # the same connection serves the next request
+    assert connection.getresponse().status == 200 and connection.sock is sock
+    connection.close()
 
 
 def test_bad_input_is_a_4xx_with_a_message(server, volumes, tmp_path):
@@ -231,7 +245,7 @@ def test_bad_input_is_a_4xx_with_a_message(server, volumes, tmp_path):
     cases = [
         (
             server.post("/sessions", json={"path": str(tmp_path / "none.nii.gz")}, headers=H),
-            400,
+            404,
             "no such file",
         ),
         (

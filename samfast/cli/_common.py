@@ -1,6 +1,7 @@
 """What every command shares: turning library errors into one line and an exit status.
 
-SamfastError -> exit 2; Ctrl-C -> exit 130; anything else is a bug: one line, exit 1.
+SamfastError or an OSError of the file system (read-only, exists, full, too long) -> exit 2;
+Ctrl-C -> exit 130; anything else is a bug: one line, exit 1.
 """
 
 from __future__ import annotations
@@ -34,17 +35,26 @@ def guarded(command: F) -> F:
             raise
         except SamfastError as error:
             raise fail(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
+        except OSError as error:
+            if error.errno is None:
+                raise _bug(error) from None
+            where = f"{error.filename}: " if error.filename else ""
+            raise fail(f"{where}{os.strerror(error.errno)}") from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
         except Exception as error:
-            if os.environ.get("SAMFAST_DEBUG"):
-                raise
-            message = " ".join(str(error).split())[:300]
-            print(
-                f"error: internal error {type(error).__name__}: {message} "
-                "(rerun with SAMFAST_DEBUG=1 for the traceback)",
-                file=sys.stderr,
-            )
-            raise typer.Exit(1) from None
+            raise _bug(error) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _bug(error: Exception) -> typer.Exit:
+    if os.environ.get("SAMFAST_DEBUG"):
+        raise error
+    message = " ".join(str(error).split())[:300]
+    print(
+        f"error: internal error {type(error).__name__}: {message} "
+        "(rerun with SAMFAST_DEBUG=1 for the traceback)",
+        file=sys.stderr,
+    )
+    return typer.Exit(1)

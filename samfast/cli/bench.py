@@ -138,6 +138,7 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
     from samfast.models import get_spec
 
     settings = _settings(options)
+    records.make_out_dir(options.out)  # before any model is loaded: a bad --out costs nothing
     if options.cases is not None:
         cases = cases[: options.cases]
     if not cases:

@@ -16,7 +16,7 @@ from samfast.cli._common import guarded
 from samfast.errors import InputError
 from samfast.eval.datasets import target_mask
 from samfast.eval.metrics import dice
-from samfast.io.atomic import full_suffix
+from samfast.io.atomic import check_output_file, check_writable_folder, full_suffix
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -99,10 +99,11 @@ def predict(
         label_image = read_image(label)
         check_same_grid(image, label_image, name=str(label))
         truth = target_mask(get_slice(label_image, slice_index), target)
-    if not out.parent.is_dir():
-        raise InputError(f"{out.parent}: output folder does not exist")
     if out.is_dir():
         raise InputError(f"{out}: is a folder; give a mask file name such as mask.nii.gz")
+    check_writable_folder(out.parent)
+    for path in (out, sidecar_path(out)):
+        check_output_file(path)
     if image.GetDimension() == 3 and full_suffix(out).lower() not in VOLUME_SUFFIXES:
         raise InputError(f"{out}: a mask of a volume needs one of {', '.join(VOLUME_SUFFIXES)}")
 

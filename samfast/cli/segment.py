@@ -18,6 +18,7 @@ import typer
 from samfast.cli._common import fail, guarded
 from samfast.cli.bench import Target
 from samfast.errors import InputError
+from samfast.io.atomic import check_output_file, check_writable_folder
 
 # Options shared with `samfast serve`.
 Model = Annotated[str, typer.Option("--model", "-m", help="Registry model name.")]
@@ -26,6 +27,7 @@ Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 
 
 def _check_outputs(volume, out: Path | None, rtstruct: Path | None, seg: Path | None) -> None:
+    from samfast.cli.predict import sidecar_path
     from samfast.clinical.volume import check_mask_path
 
     if out is None and rtstruct is None and seg is None:
@@ -44,18 +46,10 @@ def _check_outputs(volume, out: Path | None, rtstruct: Path | None, seg: Path | 
     if rtstruct is not None:
         folders.append(rtstruct if rtstruct.is_dir() else rtstruct.parent)
     for folder in folders:
-        _check_writable(folder)
-
-
-def _check_writable(folder: Path) -> None:
-    """Create and remove a file there: permission bits alone do not tell root or read-only mounts."""
-    import tempfile
-
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise InputError(f"{folder}: output folder is not writable ({error.strerror})") from None
+        check_writable_folder(folder)
+    for path in (out, seg, None if out is None else sidecar_path(out)):
+        if path is not None:
+            check_output_file(path)
 
 
 def _write_all(result, volume, out, rtstruct, seg, roi_name, color, description, **dicom) -> list[Path]:

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 
 from samfast.errors import InputError
 from samfast.io.atomic import atomic_path, full_suffix
+from samfast.io.images import check_written
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -90,4 +91,5 @@ def write_volume_mask(mask: np.ndarray, volume: Volume, path: str | Path, descri
             raise InputError(
                 f"{path}: cannot write the mask ({' '.join(str(error).split())[:160]})"
             ) from None
+        check_written(tmp, path)
     return path

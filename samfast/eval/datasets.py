@@ -161,23 +161,42 @@ def find_pairs(images: str | Path, labels: str | Path) -> tuple[list[Case], list
 
 
 def read_pairs_csv(path: str | Path) -> tuple[list[Case], list[Skipped]]:
-    """Pairs from a CSV with columns image, label and optionally case, grade (paths relative to it)."""
+    """Pairs from a CSV with columns image, label and optionally case, grade (paths relative to it).
+
+    A malformed line (too few or too many fields, an empty path, bad quoting) is refused with its
+    line number: a CSV is written by hand, and a silently dropped case skews a whole evaluation.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such CSV file")
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or not {"image", "label"} <= set(rows[0]):
-        raise InputError(f"{path}: needs a header with columns image,label (optional: case,grade)")
     cases, skipped = [], []
-    for number, row in enumerate(rows, start=2):
-        image, label = (path.parent / row["image"]), (path.parent / row["label"])
-        case_id = row.get("case") or _stem(image)
-        missing = [p for p in (image, label) if not p.exists()]
-        if missing:
-            skipped.append(Skipped(case_id, f"line {number}: {missing[0]} does not exist"))
-        else:
-            cases.append(Case(case_id, image, label, row.get("grade") or None, "generic"))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            if not {"image", "label"} <= set(columns):
+                raise InputError(f"{path}: needs a header with columns image,label (optional: case,grade)")
+            for row in reader:
+                number = reader.line_num
+                extra, short = row.pop(None, None) or [], sum(v is None for v in row.values())
+                if extra or short:
+                    fields = len(columns) + len(extra) - short
+                    raise InputError(f"{path}: line {number}: {fields} fields, the header has {len(columns)}")
+                if not row["image"].strip() or not row["label"].strip():
+                    raise InputError(f"{path}: line {number}: empty image or label")
+                image, label = (path.parent / row["image"]), (path.parent / row["label"])
+                case_id = row.get("case") or _stem(image)
+                missing = [p for p in (image, label) if not p.exists()]
+                if missing:
+                    skipped.append(Skipped(case_id, f"line {number}: {missing[0]} does not exist"))
+                else:
+                    cases.append(Case(case_id, image, label, row.get("grade") or None, "generic"))
+    except csv.Error as error:
+        raise InputError(f"{path}: line {reader.line_num}: {error}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    if not cases and not skipped:
+        raise InputError(f"{path}: no rows after the header")
     return cases, skipped
 
 

@@ -64,9 +64,34 @@ def _complete_only(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["row"] != "step" or slice_key(r) in closed]
 
 
+def make_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` (and its parents) or refuse it in one line: an existing file, a read-only
+    or full file system. A folder made here is removed again if it turns out unwritable."""
+    from samfast.io.atomic import check_writable_folder
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a folder; give a folder for --out")
+    made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise InputError(f"{out_dir}: cannot create the results folder ({reason})") from None
+    try:
+        check_writable_folder(out_dir)
+    except InputError:
+        for folder in made:  # innermost first; only folders this call made, only if still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
 def start_run(out_dir: Path, config: dict, fresh: bool) -> list[dict]:
     """Create or reopen ``out_dir``; return the finished rows. Refuses results of another config."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out_dir)
     config_path = out_dir / CONFIG
     if fresh:
         for name in (RESULTS, TIMINGS, CONFIG, SUMMARY, REPORT):

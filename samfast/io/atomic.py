@@ -13,7 +13,14 @@ from pathlib import Path
 
 from samfast.errors import InputError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "full_suffix", "publish_permissions"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "check_output_file",
+    "check_writable_folder",
+    "full_suffix",
+    "publish_permissions",
+]
 
 _COMPRESSED = {".gz", ".bz2", ".xz", ".zst"}
 
@@ -52,15 +59,40 @@ def _one_line(error: OSError) -> str:
     return " ".join(str(error.strerror or error).split())
 
 
+def check_writable_folder(folder: str | os.PathLike[str]) -> None:
+    """Create and remove a file there: permission bits alone do not tell root or read-only mounts."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise InputError(f"{folder}: output folder {what}")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise InputError(f"{folder}: output folder is not writable ({_one_line(error)})") from None
+
+
+def check_output_file(path: str | os.PathLike[str]) -> None:
+    """Refuse an output path that is a folder or an existing read-only file (a rename would replace
+    it without asking: its missing write permission is the owner's "keep this")."""
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{target}: is a folder; give a file name")
+    if target.is_file() and not target.stat().st_mode & 0o222:
+        raise InputError(f"{target}: is read-only; not replaced (remove it or choose another name)")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` (same suffix); rename it to ``path`` on success.
 
     If the body raises, the temporary file is removed and the error propagates. A missing or
-    unwritable output folder, or a failed rename, raises InputError with a one-line message.
+    unwritable output folder, a read-only existing file, or a failed rename, raises InputError
+    with a one-line message.
     """
     target = Path(path)
     folder = target.parent
+    check_output_file(target)
     try:
         fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.tmp-", suffix=full_suffix(target))
     except OSError as error:

@@ -24,6 +24,7 @@ from samfast.io.atomic import atomic_path, full_suffix
 __all__ = [
     "AXES",
     "SliceGeometry",
+    "check_written",
     "find_demo_data",
     "get_slice",
     "read_image",
@@ -293,7 +294,20 @@ def write_mask(
             sitk.WriteImage(out, str(tmp), useCompression=True)
         except RuntimeError as error:
             raise InputError(f"{path}: cannot write mask ({_short_reason(error)})") from None
+        check_written(tmp, path)
     return path
+
+
+def check_written(tmp: Path, target: PathLike) -> None:
+    """Refuse a file ITK wrote short: on a full disk its writers print "wrote only N of M bytes"
+    to stderr and return as if all went well."""
+    try:
+        if full_suffix(tmp).lower() in (".nii", ".nii.gz"):
+            _check_nifti_complete(Path(tmp))
+        else:
+            sitk.ReadImage(str(tmp))
+    except (InputError, RuntimeError):
+        raise InputError(f"{target}: cannot write the file completely (is the disk full?)") from None
 
 
 def check_same_grid(image: sitk.Image, other: sitk.Image, name: str = "label") -> None:

@@ -1,94 +1,149 @@
 """The HTTP API of `samfast serve` (FastAPI): open a volume, click/box -> mask, undo, export.
 
-Every request needs the API key (header X-API-Key, compared in constant time) and bodies above
-``max_body_bytes`` are refused with 413 before they are read. Errors are JSON {"detail": "..."}:
-bad input 4xx, a bug 500 with one line; the server keeps serving either way.
+Every request but the docs page needs the API key (header X-API-Key, compared in constant time;
+declared as the spec's security scheme). Bodies, volumes, folders and prompts are bounded
+(samfast.serve.limits) before anything large is allocated. Errors are JSON {"detail": "one line"}
+with the status the spec declares; the server keeps serving and keeps the connection open.
 """
 
 from __future__ import annotations
 
 import base64
-import hmac
-import json
+import contextlib
 import logging
 import shutil
-import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import FastAPI, File, HTTPException, Request, Response, UploadFile
+from fastapi import FastAPI, File, Request, Response, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from samfast.clinical.prompts import SlicePrompt
 from samfast.clinical.volume import VOLUME_SUFFIXES, load_volume, write_volume_mask
 from samfast.errors import InputError, SamfastError
 from samfast.io.atomic import full_suffix
+from samfast.io.budget import BudgetExceeded
+from samfast.serve.docs_page import docs_html
+from samfast.serve.guard import API_KEY_HEADER, Guard
+from samfast.serve.limits import MAX_CLICKS, MAX_JSON_BYTES, Limits, Refused
+from samfast.serve.scratch import Scratch
 from samfast.serve.sessions import SessionNotFound, SessionStore, prompt_slice, undo
+from samfast.serve.sources import check_source, resolve, shorten
 
 log = logging.getLogger("samfast.serve")
-API_KEY_HEADER = "x-api-key"
+Normalize = Literal["auto", "putz", "medsam-mr", "ct-medsam", "ct-ren", "pet", "none"]
+Coordinate = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body larger than {limit} bytes")
+class Error(BaseModel):
+    detail: str = Field(description="One line saying what went wrong.")
 
 
-class Guard:
-    """ASGI middleware: the API key on every request, and a cap on the body size."""
+_WHY = {
+    400: "Bad input: an unreadable image, a prompt outside the slice, nothing to undo.",
+    401: "Missing or wrong API key.",
+    403: "Refused: outside --allow-root, a system folder, a special file, a folder with too many files.",
+    404: "No such session (closed or evicted), or no such file or folder.",
+    413: "Too large: the body, the volume's voxels, the session memory budget.",
+    422: "The request does not match this schema (the first problem, on one line).",
+    500: "A bug in the server (one line; the details are in the server log).",
+    502: "The DICOM node named by `send` refused the files or could not be reached (one line).",
+}
 
-    def __init__(self, app, api_key: str, max_body_bytes: int) -> None:
-        self.app, self.key, self.limit = app, api_key.encode(), max_body_bytes
 
-    async def _refuse(self, send, status: int, detail: str) -> None:
-        body = json.dumps({"detail": detail}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        if not hmac.compare_digest(headers.get(API_KEY_HEADER.encode(), b""), self.key):
-            return await self._refuse(send, 401, f"missing or wrong API key (header {API_KEY_HEADER})")
-        length = headers.get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > self.limit:
-            return await self._refuse(send, 413, f"request body larger than {self.limit} bytes")
-        received = 0
-
-        async def counted():  # chunked bodies carry no length: count as they arrive
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise BodyTooLarge(self.limit)
-            return message
-
-        await self.app(scope, counted, send)
+def _errors(*codes: int) -> dict:
+    return {code: {"model": Error, "description": _WHY[code]} for code in sorted({401, 422, 500, *codes})}
 
 
 class OpenRequest(BaseModel):
-    path: str = Field(description="A NIfTI/NRRD/MHA file or a DICOM series folder on the server.")
-    normalize: str = Field("auto", description="auto, putz, medsam-mr, ct-medsam, ct-ren, pet, none.")
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(
+        min_length=1,
+        max_length=4095,
+        description="A NIfTI/NRRD/MHA file or a DICOM series folder on the server.",
+    )
+    normalize: Normalize = Field("auto", description="Intensity preset; auto: CT window for CT, else putz.")
 
 
 class PromptRequest(BaseModel):
-    slice: int = Field(description="Axial slice index z.")
-    box: list[float] | None = Field(None, description="x0 y0 x1 y1 in voxel indices of the slice.")
-    points: list[list[float]] | None = Field(None, description="Clicks [x, y, label]; 1 fg, 0 bg.")
+    model_config = ConfigDict(extra="forbid")
+    slice: int = Field(ge=0, description="Axial slice index z.")
+    box: Annotated[list[Coordinate], Field(min_length=4, max_length=4)] | None = Field(
+        None, description="x0 y0 x1 y1 in voxel indices of the slice."
+    )
+    points: (
+        Annotated[
+            list[Annotated[list[Coordinate], Field(min_length=3, max_length=3)]], Field(max_length=MAX_CLICKS)
+        ]
+        | None
+    ) = Field(None, description=f"Clicks [x, y, label]; label 1 fg, 0 bg; at most {MAX_CLICKS}.")
 
 
 class ExportRequest(BaseModel):
-    roi_name: str = "SAMFAST"
-    color: list[int] = [255, 0, 0]
-    roi_type: str = Field("GTV", description="RTROIInterpretedType: GTV, CTV, PTV, ORGAN, ...")
-    send: str | None = Field(None, description="AE@HOST:PORT: also C-STORE the RTSTRUCT to this DICOM node.")
+    model_config = ConfigDict(extra="forbid")
+    roi_name: str = Field("SAMFAST", min_length=1, max_length=64)
+    color: Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)] = [
+        255,
+        0,
+        0,
+    ]
+    roi_type: str = Field("GTV", description="RTROIInterpretedType: GTV, CTV, PTV, ORGAN, ...", max_length=16)
+    send: str | None = Field(
+        None, description="AE@HOST:PORT: also C-STORE the RTSTRUCT to this DICOM node.", max_length=200
+    )
+
+
+class SessionInfo(BaseModel):
+    session: str
+    size: list[int]
+    spacing: list[float]
+    origin: list[float]
+    direction: list[float]
+    dicom: bool
+    cached_slices: int
+
+
+class SessionState(SessionInfo):
+    voxels: int = Field(description="Voxels in the current mask.")
+
+
+class PackedMask(BaseModel):
+    shape: list[int] = Field(description="rows, columns")
+    packbits: str = Field(description="base64 of np.packbits of the mask, row-major, 1 bit a pixel")
+
+
+class PromptReply(BaseModel):
+    slice: int
+    pixels: int
+    predicted_iou: float
+    cached: bool
+    elapsed_ms: float
+    mask: PackedMask
+
+
+class UndoReply(BaseModel):
+    slice: int
+    pixels: int
+    mask: PackedMask
+
+
+class Closed(BaseModel):
+    closed: str
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    status: str
+    sessions: int
+    cache_bytes: int
 
 
 def _packed(mask: np.ndarray) -> dict:
@@ -99,41 +154,58 @@ def _packed(mask: np.ndarray) -> dict:
 def _slice_prompt(request: PromptRequest) -> SlicePrompt:
     if request.box is None and not request.points:
         raise InputError("give a box and/or points")
-    if request.box is not None and len(request.box) != 4:
-        raise InputError("box needs 4 numbers x0 y0 x1 y1")
     prompt = SlicePrompt(box=None if request.box is None else np.array(request.box, np.float32))
     if request.points:
-        if any(len(p) != 3 for p in request.points):
-            raise InputError("each point is [x, y, label]")
         array = np.array(request.points, np.float32)
+        if not np.isin(array[:, 2], (0, 1)).all():
+            raise InputError("each point is [x, y, label] with label 1 (foreground) or 0 (background)")
         prompt.points, prompt.labels = array[:, :2], array[:, 2]
     return prompt
 
 
-def _unpack_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
-    """Save an upload (a volume file, or a .zip holding one DICOM series) under ``folder``."""
-    name = Path(upload.filename or "volume").name
+def _unpack_upload(upload: UploadFile, folder: Path, limit: int, max_files: int) -> tuple[Path, str]:
+    """Save an upload (a volume file, or a .zip holding one DICOM series) under ``folder``;
+    (what to open, the upload's name for messages)."""
+    name = Path(upload.filename or "").name or "upload"
     suffix = full_suffix(name).lower()
     if suffix != ".zip" and suffix not in VOLUME_SUFFIXES:
         raise InputError(f"{name}: upload a {', '.join(VOLUME_SUFFIXES)} file or a .zip of a DICOM series")
-    target = folder / ("upload" + suffix)
+    if "\0" in name or len(name.encode("utf-8", "replace")) > 128 or name.startswith("."):
+        name = "upload" + suffix  # saved under the client's name (messages say it), when it is safe
+    target = folder / name
     with open(target, "wb") as sink:
         shutil.copyfileobj(upload.file, sink)
     if suffix != ".zip":
-        return target
+        return target, name
     series = folder / "series"
     try:
         with zipfile.ZipFile(target) as archive:
             members = [m for m in archive.infolist() if not m.is_dir()]
+            if len(members) > max_files:
+                raise BudgetExceeded(f"{name}: holds more than {max_files} files")
             if sum(m.file_size for m in members) > 4 * limit:  # a zip bomb must not fill the disk
-                raise InputError(f"{name}: unpacks to more than {4 * limit} bytes")
+                raise BudgetExceeded(f"{name}: unpacks to more than {4 * limit} bytes")
             series.mkdir()
-            for index, member in enumerate(members):  # own names: no path from the archive is used
+            for index, member in enumerate(members):  # own names, plain files: no path or link from it
                 with archive.open(member) as source, open(series / f"{index:06d}", "wb") as out:
                     shutil.copyfileobj(source, out)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError):
         raise InputError(f"{name}: not a readable zip file") from None
-    return series
+    target.unlink()
+    return series, name
+
+
+def _methods(app: FastAPI):
+    """path -> the methods served there; a fixed route (/sessions/upload) shadows a templated one
+    (/sessions/{session_id}) for its own path, as the spec says, not as routing order would."""
+
+    def methods(path: str) -> set[str]:
+        scope = {"type": "http", "path": path, "method": "", "root_path": ""}
+        routes = [r for r in app.router.routes if r.matches(scope)[0] is not Match.NONE]
+        fixed = [r for r in routes if "{" not in getattr(r, "path", "{")]
+        return {m for r in (fixed or routes) for m in (getattr(r, "methods", None) or ())}
+
+    return methods
 
 
 def create_app(
@@ -142,20 +214,48 @@ def create_app(
     max_sessions: int = 4,
     cache_slices: int = 16,
     max_body_bytes: int = 256 * 2**20,
+    limits: Limits | None = None,
+    scratch_parent: str | Path | None = None,
 ) -> FastAPI:
     """The service over one predictor; ``api_key`` guards every route, the OpenAPI spec included."""
     if not api_key:
         raise InputError("an API key is required")
+    limits = limits or Limits()
     store = SessionStore(predictor, max_sessions, cache_slices)
+    scratch = Scratch(scratch_parent)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for folder in scratch.start():
+            log.info("removed scratch of a server that is gone: %s", folder.name)
+        try:
+            yield
+        finally:  # uvicorn's SIGTERM/SIGINT handling ends here too
+            store.close_all()
+            scratch.close()
+
     app = FastAPI(
-        title="samfast", summary="Segment Anything for treatment planning: sessions, clicks, RTSTRUCT."
+        title="samfast",
+        summary="Segment Anything for treatment planning: sessions, clicks, RTSTRUCT.",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        dependencies=[Security(APIKeyHeader(name="X-API-Key", auto_error=False))],
     )
-    app.state.store = store
-    app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes)
+    app.state.store, app.state.scratch, app.state.limits = store, scratch, limits
+    app.add_middleware(
+        Guard,
+        api_key=api_key,
+        default_limit=MAX_JSON_BYTES,
+        body_limits={"/sessions/upload": max_body_bytes},
+        open_paths={("GET", "/docs"), ("HEAD", "/docs")},
+        methods=_methods(app),
+    )
 
     @app.exception_handler(SamfastError)
     async def _bad_input(request: Request, error: SamfastError):
-        return JSONResponse({"detail": str(error).splitlines()[0]}, status_code=400)
+        status = getattr(error, "status", 413 if isinstance(error, BudgetExceeded) else 400)
+        return JSONResponse({"detail": str(error).splitlines()[0] if str(error) else "bad input"}, status)
 
     @app.exception_handler(SessionNotFound)
     async def _no_session(request: Request, error: SessionNotFound):
@@ -167,63 +267,89 @@ def create_app(
         where = ".".join(str(p) for p in first.get("loc", ()))
         return JSONResponse({"detail": f"invalid request: {where}: {first.get('msg', 'bad value')}"}, 422)
 
-    @app.exception_handler(Exception)
-    async def _bug(request: Request, error: Exception):
-        log.exception("internal error in %s %s", request.method, request.url.path)
-        message = " ".join(str(error).split())[:200]
-        return JSONResponse({"detail": f"internal error {type(error).__name__}: {message}"}, status_code=500)
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException):
+        return JSONResponse({"detail": str(error.detail)}, error.status_code, headers=error.headers)
 
-    @app.get("/health")
-    def health() -> dict:
-        return {
-            "status": "ok",
-            "sessions": len(store),
-            "cache_bytes": store.cache_bytes(),
-            **predictor.describe(),
-        }
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """Swagger UI; the page asks for the key, then fetches the spec with it."""
+        return HTMLResponse(docs_html(app.title, app.openapi_url, API_KEY_HEADER))
 
-    @app.post("/sessions")
-    def open_path(request: OpenRequest) -> dict:
-        return store.open(load_volume(request.path), request.normalize).describe()
+    @app.get("/health", responses={code: _errors()[code] for code in (401, 500)})
+    def health() -> Health:
+        return Health(
+            status="ok", sessions=len(store), cache_bytes=store.cache_bytes(), **predictor.describe()
+        )
 
-    @app.post("/sessions/upload")
-    def open_upload(file: Annotated[UploadFile, File()], normalize: str = "auto") -> dict:
-        scratch = Path(tempfile.mkdtemp(prefix="samfast-serve-"))
+    @app.post("/sessions", responses=_errors(400, 403, 404, 413, 422))
+    def open_path(request: OpenRequest) -> SessionInfo:
+        """Open a volume file or DICOM series folder on the server (within --allow-root, if given)."""
+        real = resolve(request.path, limits.allow_roots)
+        check_source(real, shorten(request.path), limits, limits.allow_roots)
+        return SessionInfo(**store.open(load_volume(real), request.normalize).describe())
+
+    @app.post("/sessions/upload", responses=_errors(400, 413, 422))
+    def open_upload(file: Annotated[UploadFile, File()], normalize: Normalize = "auto") -> SessionInfo:
+        """Upload a volume file or a .zip of one DICOM series; it is removed when the session ends."""
+        folder = scratch.new()
         try:
-            volume = load_volume(_unpack_upload(file, scratch, max_body_bytes))
-            return store.open(volume, normalize, scratch).describe()
+            target, name = _unpack_upload(file, folder, max_body_bytes, limits.max_folder_entries)
+            check_source(target, name, limits, (folder,), local_only=True)
+            volume = load_volume(target)
+            return SessionInfo(**store.open(volume, normalize, folder).describe())
+        except SamfastError as error:  # say the upload's name, never the scratch path
+            shutil.rmtree(folder, ignore_errors=True)
+            text = str(error).replace(f"{folder}/", "").replace(str(folder), "upload")
+            if isinstance(error, Refused):
+                raise Refused(error.status, text) from None
+            raise type(error)(text) from None
         except BaseException:
-            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
             raise
 
-    @app.post("/sessions/{session_id}/prompt")
-    def prompt(session_id: str, request: PromptRequest) -> dict:
+    @app.post("/sessions/{session_id}/prompt", responses=_errors(400, 404, 413, 422))
+    def prompt(session_id: str, request: PromptRequest) -> PromptReply:
+        """A box and/or clicks on one slice -> that slice's mask (encoder once per slice, then cached)."""
         session = store.get(session_id)
         started = time.perf_counter()
         mask, score, cached = prompt_slice(session, request.slice, _slice_prompt(request))
         elapsed = time.perf_counter() - started
-        return {
-            "slice": request.slice,
-            "pixels": int(mask.sum()),
-            "predicted_iou": score,
-            "cached": cached,
-            "elapsed_ms": 1e3 * elapsed,
-            "mask": _packed(mask),
-        }
+        return PromptReply(
+            slice=request.slice,
+            pixels=int(mask.sum()),
+            predicted_iou=score,
+            cached=cached,
+            elapsed_ms=1e3 * elapsed,
+            mask=_packed(mask),
+        )
 
-    @app.post("/sessions/{session_id}/undo")
-    def undo_last(session_id: str) -> dict:
+    @app.post("/sessions/{session_id}/undo", responses=_errors(400, 404))
+    def undo_last(session_id: str) -> UndoReply:
+        """Put back the slice changed last."""
         session = store.get(session_id)
         z = undo(session)
-        return {"slice": z, "pixels": int(session.mask[z].sum()), "mask": _packed(session.mask[z])}
+        return UndoReply(slice=z, pixels=int(session.mask[z].sum()), mask=_packed(session.mask[z]))
 
-    @app.get("/sessions/{session_id}")
-    def describe(session_id: str) -> dict:
+    @app.get("/sessions/{session_id}", responses=_errors(404))
+    def describe(session_id: str) -> SessionState:
         session = store.get(session_id)
-        return {**session.describe(), "voxels": int(session.mask.sum())}
+        return SessionState(**session.describe(), voxels=int(session.mask.sum()))
 
-    @app.post("/sessions/{session_id}/rtstruct", response_class=Response)
+    dicom_bytes = {"content": {"application/dicom": {"schema": {"type": "string", "format": "binary"}}}}
+
+    @app.post(
+        "/sessions/{session_id}/rtstruct",
+        response_class=Response,
+        responses={
+            200: {**dicom_bytes, "description": "The RT Structure Set."},
+            **_errors(400, 404, 413, 422, 502),
+        },
+    )
     def export_rtstruct(session_id: str, request: ExportRequest) -> Response:
+        """The session's mask as an RT Structure Set (sessions opened on a DICOM series)."""
+        import tempfile
+
         from samfast.clinical.rtstruct import parse_color, write_rtstruct
 
         session = store.get(session_id)
@@ -246,9 +372,17 @@ def create_app(
                     return JSONResponse({"detail": str(error)}, status_code=502)
             return Response(path.read_bytes(), media_type="application/dicom")
 
-    @app.get("/sessions/{session_id}/mask", response_class=Response)
+    gzip_bytes = {"content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}}
+
+    @app.get(
+        "/sessions/{session_id}/mask",
+        response_class=Response,
+        responses={200: {**gzip_bytes, "description": "The mask as NIfTI (uint8, gzip)."}, **_errors(404)},
+    )
     def export_mask(session_id: str) -> Response:
         """The whole mask as NIfTI (uint8, gzip) with the volume's geometry."""
+        import tempfile
+
         session = store.get(session_id)
         with session.lock:
             mask = session.mask.copy()
@@ -256,9 +390,10 @@ def create_app(
             path = write_volume_mask(mask, session.volume, Path(folder) / "mask.nii.gz", "samfast serve")
             return Response(path.read_bytes(), media_type="application/gzip")
 
-    @app.delete("/sessions/{session_id}")
-    def close(session_id: str) -> dict:
+    @app.delete("/sessions/{session_id}", responses=_errors(404))
+    def close(session_id: str) -> Closed:
+        """Close the session: its memory and its upload are released."""
         store.close(session_id)
-        return {"closed": session_id}
+        return Closed(closed=session_id)
 
     return app

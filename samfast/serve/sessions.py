@@ -8,7 +8,9 @@ predictor; its lock serialises model calls, so sessions never see each other's e
 from __future__ import annotations
 
 import collections
+import ctypes
 import dataclasses
+import gc
 import secrets
 import shutil
 import threading
@@ -66,11 +68,12 @@ class SessionStore:
         model = SliceModel(self.predictor, volume.normalised(normalize), self.cache_slices, self.model_lock)
         session = Session(secrets.token_urlsafe(16), volume, model, np.zeros(volume.shape, bool), scratch)
         session.history = collections.deque(maxlen=self.max_undo)
+        evicted = []
         with self._lock:
             while len(self._sessions) >= self.max_sessions:
-                _, evicted = self._sessions.popitem(last=False)
-                _discard(evicted)
+                evicted.append(self._sessions.popitem(last=False)[1])
             self._sessions[session.id] = session
+        _discard(evicted)
         return session
 
     def get(self, session_id: str) -> Session:
@@ -85,22 +88,43 @@ class SessionStore:
             session = self._sessions.pop(session_id, None)
         if session is None:
             raise SessionNotFound(session_id)
-        _discard(session)
+        doomed = [session]
+        del session  # the last reference goes with the list, before memory is trimmed
+        _discard(doomed)
 
     def close_all(self) -> None:
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), collections.OrderedDict()
-        for session in sessions:
-            _discard(session)
+        _discard(sessions)
 
     def cache_bytes(self) -> int:
         with self._lock:
             return sum(s.model.cache_bytes() for s in self._sessions.values())
 
 
-def _discard(session: Session) -> None:
-    if session.scratch is not None:
-        shutil.rmtree(session.scratch, ignore_errors=True)
+def _discard(sessions: list[Session]) -> None:
+    """Remove the sessions' uploads and give their memory back to the system."""
+    if not sessions:
+        return
+    dicom = any(session.volume.series is not None for session in sessions)
+    for session in sessions:
+        if session.scratch is not None:
+            shutil.rmtree(session.scratch, ignore_errors=True)
+    sessions.clear()
+    release_memory(collect=dicom)
+
+
+def release_memory(collect: bool = False) -> None:
+    """Ask glibc to return freed heap pages: numpy and ITK buffers of a few MB come from the heap
+    once glibc's mmap threshold has grown, and free() alone keeps them mapped. ``collect`` first
+    runs the cycle collector (pydicom datasets may hold cycles; it costs ~0.4 s with torch loaded,
+    so plain volumes, freed by reference counting, skip it)."""
+    if collect:
+        gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def prompt_slice(session: Session, z: int, prompt: SlicePrompt) -> tuple[np.ndarray, float, bool]:
