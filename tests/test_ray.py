@@ -149,7 +149,7 @@ def _wait_for(address: str, count: int, timeout_s: float = 60) -> None:
 
 def _stop(node: subprocess.Popen) -> None:
     """SIGTERM to the node's process group (`ray start --block` stops its processes), then SIGKILL."""
-    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+    for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
         try:
             os.killpg(node.pid, sig)
         except ProcessLookupError:
