@@ -202,9 +202,11 @@ def test_a_worker_killed_mid_case_loses_and_duplicates_nothing(single, data, tmp
     recipe["engine_dir"] = default_engine_dir()
     settings = Settings(protocols=["box", "points-putz"], slices_per_case=3, crop_margin_mm=20.0)
     killed: list[int] = []
+    alive: list[tuple[bool, int]] = []  # (after the kill?, workers alive) as the progress bar saw it
 
     def kill_once(status) -> None:
-        # Submitted only to a worker whose model is loaded: 0.5 s in, it is inside the case.
+        alive.append((bool(killed), status.workers_alive))
+        # A case goes only to a loaded worker: 0.5 s in, that worker is inside the case.
         for pid, started in status.running.values():
             if not killed and time.perf_counter() - started > 0.5:
                 os.kill(pid, signal.SIGKILL)
@@ -219,6 +221,8 @@ def test_a_worker_killed_mid_case_loses_and_duplicates_nothing(single, data, tmp
         evaluation.run(cases, skipped, {}, executor=executor)
         assert executor.record()["worker_restarts"] == 1
     assert killed
+    assert any(not after and count >= 1 for after, count in alive)
+    assert any(after and count < 2 for after, count in alive)  # the bar counted the dead worker out
     with pytest.raises(ProcessLookupError):
         os.kill(killed[0], 0)  # that process is really gone
     assert rows(tmp_path) == rows(single)
@@ -232,7 +236,7 @@ def test_an_interrupted_driver_resumes_with_another_worker_count(single, data, t
     # The first run (one process) stopped in the middle of a slice of the second case.
     cut = len(complete) - 9
     (out / "results.jsonl").write_text("\n".join(complete[:cut]) + "\n" + complete[cut][:40])
-    result = bench(*RUN, "--data", data, "--out", out, "--ray", cluster, "--workers", 2)
+    result = bench(*RUN, "--data", data, "--out", out, "--ray", cluster, "--workers", 1)
     assert result.exit_code == 0, result.output
     assert rows(out) == complete
 
