@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -198,8 +199,7 @@ def test_a_worker_killed_mid_case_loses_and_duplicates_nothing(single, data, tmp
     from samfast.eval.run import Evaluation, Settings
     from samfast.export.cache import default_engine_dir
 
-    recipe = {"model": "tiny_vit_test", "backend": "onnxruntime", "random_weights": True}
-    recipe["engine_dir"] = default_engine_dir()
+    recipe = partial(Predictor, "tiny_vit_test", random_weights=True, engine_dir=default_engine_dir())
     settings = Settings(protocols=["box", "points-putz"], slices_per_case=3, crop_margin_mm=20.0)
     killed: list[int] = []
     alive: list[tuple[bool, int]] = []  # (after the kill?, workers alive) as the progress bar saw it
@@ -213,9 +213,7 @@ def test_a_worker_killed_mid_case_loses_and_duplicates_nothing(single, data, tmp
                 killed.append(pid)
 
     cases, skipped = find_brats_cases(data)
-    evaluation = Evaluation(
-        ("onnxruntime", Predictor(**recipe, log=lambda m: None)), None, settings, tmp_path
-    )
+    evaluation = Evaluation(("onnxruntime", recipe(log=lambda m: None)), None, settings, tmp_path)
     with session(cluster):
         executor = RayExecutor(recipe, address=cluster, workers=2, on_status=kill_once)
         evaluation.run(cases, skipped, {}, executor=executor)

@@ -148,6 +148,8 @@ def _settings(o: Options):
 
 def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> None:
     """Everything after finding the cases: predictors, the run, summary, report, console tables."""
+    from functools import partial
+
     from samfast import Predictor
     from samfast.cli import _cluster
     from samfast.eval import records
@@ -165,18 +167,19 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
     console = Console(stderr=True)
     spec = get_spec(options.model)
 
-    def recipe(backend: str) -> dict:  # Predictor arguments; Ray workers build their own from them
-        return {
-            "model": spec.name,
-            "backend": backend,
-            "device": options.device,
-            "checkpoint": options.checkpoint,
-            "random_weights": options.random_weights,
-            "engine_dir": default_engine_dir(),
-        }
+    def recipe(backend: str) -> partial:  # picklable: each Ray worker builds its own predictor from it
+        return partial(
+            Predictor,
+            spec.name,
+            backend=backend,
+            device=options.device,
+            checkpoint=options.checkpoint,
+            random_weights=options.random_weights,
+            engine_dir=default_engine_dir(),
+        )
 
     def build(backend: str) -> Predictor:
-        return Predictor(**recipe(backend), log=lambda m: console.print(m, markup=False, highlight=False))
+        return recipe(backend)(log=lambda m: console.print(m, markup=False, highlight=False))
 
     primary = build(options.backend)
     compare = build(options.compare) if options.compare and options.compare != options.backend else None

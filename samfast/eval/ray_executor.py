@@ -39,20 +39,21 @@ def _first_line(error: BaseException) -> str:
 class CaseWorker:
     """One worker: its predictors and an Evaluation, built once in ``__init__``, then case after case.
 
-    ``primary`` / ``compare`` are (backend name, Predictor keyword arguments): a picklable recipe,
-    since a loaded model cannot travel.
+    ``primary`` / ``compare`` are (backend name, recipe): a picklable callable that builds the
+    predictor (e.g. ``functools.partial(Predictor, ...)``), since a loaded model cannot travel.
     """
 
-    def __init__(self, primary: tuple[str, dict], compare: tuple[str, dict] | None, settings, threads: int):
+    def __init__(
+        self, primary: tuple[str, Callable], compare: tuple[str, Callable] | None, settings, threads
+    ):
         import torch
 
-        from samfast import Predictor
         from samfast.eval.run import Evaluation
 
         torch.set_num_threads(threads)  # the actor's CPU share, not every core of its node
 
-        def build(name: str, kwargs: dict):
-            return name, Predictor(**kwargs, threads=threads, log=lambda m: print(m, file=sys.stderr))
+        def build(name: str, recipe: Callable):
+            return name, recipe(threads=threads, log=lambda m: print(m, file=sys.stderr))
 
         # out_dir is never written: case_rows only computes, the driver writes.
         self.evaluation = Evaluation(
@@ -102,12 +103,16 @@ class ClusterStatus:
 
 
 class RayExecutor:
-    """A CaseExecutor over Ray actors. Connect first (``session``); ``map`` starts and stops the actors."""
+    """A CaseExecutor over Ray actors. Connect first (``session``); ``map`` starts and stops the actors.
+
+    ``primary`` / ``compare``: picklable callables that build the predictors (keyword arguments
+    ``threads`` and ``log`` are added), the same recipe the driver built its own from.
+    """
 
     def __init__(
         self,
-        primary: dict,
-        compare: dict | None = None,
+        primary: Callable,
+        compare: Callable | None = None,
         address: str = "local",
         workers: int = 1,
         cpus_per_worker: float = 1.0,
