@@ -10,7 +10,7 @@ STAMP := $(VENV)/.samfast-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,openvino]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,openvino,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -69,6 +69,20 @@ Checkpoint = Annotated[
 RandomWeights = Annotated[bool, typer.Option("--random-weights", help="Random weights (plumbing only).")]
 Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 Fresh = Annotated[bool, typer.Option("--fresh", help="Discard earlier results in --out.")]
+Ray = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        help="Spread cases over Ray: local (a private instance for this command), auto (the running "
+        "cluster, RAY_ADDRESS) or an ADDRESS like 10.0.0.5:6379.",
+    ),
+]
+Workers = Annotated[int, typer.Option("--workers", help="Ray workers (actors), each with its own model.")]
+CpusPerWorker = Annotated[
+    float | None,
+    typer.Option("--cpus-per-worker", help="CPUs per Ray worker (default: the cluster's CPUs shared out)."),
+]
+GpusPerWorker = Annotated[float, typer.Option("--gpus-per-worker", help="GPUs per Ray worker (e.g. 0.5).")]
 
 MAX_DELTA_MEAN_IOU = 0.002  # the bench's parity gate with --compare
 MIN_FRACTION_DICE = 0.99
@@ -98,6 +112,10 @@ class Options:
     random_weights: bool
     device: str
     fresh: bool
+    ray: str | None = None
+    workers: int = 1
+    cpus_per_worker: float | None = None
+    gpus_per_worker: float = 0.0
 
 
 def _settings(o: Options):
@@ -130,11 +148,15 @@ def _settings(o: Options):
 
 def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> None:
     """Everything after finding the cases: predictors, the run, summary, report, console tables."""
+    from functools import partial
+
     from samfast import Predictor
+    from samfast.cli import _cluster
     from samfast.eval import records
     from samfast.eval.report import write_report
     from samfast.eval.run import Evaluation
     from samfast.eval.summary import summarise
+    from samfast.export.cache import default_engine_dir
     from samfast.models import get_spec
 
     settings = _settings(options)
@@ -146,15 +168,19 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
     console = Console(stderr=True)
     spec = get_spec(options.model)
 
-    def build(backend: str) -> Predictor:
-        return Predictor(
+    def recipe(backend: str) -> partial:  # picklable: each Ray worker builds its own predictor from it
+        return partial(
+            Predictor,
             spec.name,
             backend=backend,
             device=options.device,
             checkpoint=options.checkpoint,
             random_weights=options.random_weights,
-            log=lambda m: console.print(m, markup=False, highlight=False),
+            engine_dir=default_engine_dir(),
         )
+
+    def build(backend: str) -> Predictor:
+        return recipe(backend)(log=lambda m: console.print(m, markup=False, highlight=False))
 
     primary = build(options.backend)
     compare = build(options.compare) if options.compare and options.compare != options.backend else None
@@ -181,9 +207,13 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
         progress,
         log=lambda m: console.print(m, markup=False, highlight=False),
     )
-    rows = evaluation.run(cases, skipped, config, options.fresh)
+    with _cluster.executor(
+        options, recipe(options.backend), recipe(options.compare) if compare else None, console
+    ) as executor:
+        rows = evaluation.run(cases, skipped, config, options.fresh, executor=executor)
+        ran_on = _cluster.record(executor)
     timings = records.read_rows(options.out / records.TIMINGS)
-    summary = summarise(rows, timings, {**config, "settings": asdict(settings)}, evaluation.wall_s)
+    summary = summarise(rows, timings, {**config, "settings": asdict(settings)}, evaluation.wall_s, ran_on)
     records.atomic_write_bytes(options.out / records.SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
     written = write_report(options.out, summary, rows, primary.weights.random)
     _print(summary, primary.weights.random)
@@ -274,6 +304,10 @@ def brats(
     random_weights: RandomWeights = False,
     device: Device = "cpu",
     fresh: Fresh = False,
+    ray: Ray = None,
+    workers: Workers = 1,
+    cpus_per_worker: CpusPerWorker = None,
+    gpus_per_worker: GpusPerWorker = 0.0,
 ) -> None:
     """The papers' prompt protocols on BraTS cases: accuracy, 3D metrics, parity and latency."""
     from samfast.eval.datasets import find_brats_cases

@@ -46,6 +46,10 @@ def evaluate(
     random_weights: b.RandomWeights = False,
     device: b.Device = "cpu",
     fresh: b.Fresh = False,
+    ray: b.Ray = None,
+    workers: b.Workers = 1,
+    cpus_per_worker: b.CpusPerWorker = None,
+    gpus_per_worker: b.GpusPerWorker = 0.0,
 ) -> None:
     """Prompt protocols on generic image/label pairs: --images DIR --labels DIR, or --csv FILE."""
     from samfast.eval.datasets import find_pairs, read_pairs_csv

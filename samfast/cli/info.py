@@ -50,7 +50,27 @@ def collect() -> dict:
         }
         for name, spec in MODEL_REGISTRY.items()
     }
-    return {"samfast": __version__, "models": models, "backends": backend_status()}
+    return {
+        "samfast": __version__,
+        "models": models,
+        "backends": backend_status(),
+        "executors": executor_status(),
+    }
+
+
+def executor_status() -> dict:
+    """Where `bench brats` / `eval` can run their cases: this process always, Ray when installed."""
+    from samfast.export.manifest import dist_version
+
+    version = dist_version("ray")
+    return {
+        "process": {"usable": True, "version": __version__, "hint": ""},
+        "ray": {
+            "usable": version is not None,
+            "version": version,
+            "hint": "--ray local|auto|ADDRESS" if version else "pip install 'samfast[ray]'",
+        },
+    }
 
 
 @guarded
@@ -81,3 +101,7 @@ def info(
             escape(", ".join(f"{k}={v}" for k, v in details.items())),
         )
     console.print(backends)
+    executors = Table("executor", "usable", "version", "how", title="executors (bench brats, eval)")
+    for name, entry in report["executors"].items():
+        executors.add_row(name, "yes" if entry["usable"] else "no", str(entry["version"]), entry["hint"])
+    console.print(executors)

@@ -75,6 +75,7 @@ def render(summary: dict, weights_random: bool) -> str:
     lines += _volume_table(summary)
     lines += _parity_table(summary)
     lines += _latency_lines(summary.get("latency", {}))
+    lines += _executor_lines(summary.get("executor"))
     return "\n".join(lines) + "\n"
 
 
@@ -167,6 +168,18 @@ def _latency_lines(latency: dict) -> list[str]:
     if "wall_s" in latency:
         out.append(f"- wall time of the last invocation: {latency['wall_s']:.1f} s")
     return out + [""]
+
+
+def _executor_lines(executor: dict | None) -> list[str]:
+    if not executor or executor["kind"] != "ray":
+        return ["Ran in a single process.", ""] if executor else []
+    return [
+        f"Ran on Ray {executor['ray']} ({executor['address']}): {executor['workers']} workers on "
+        f"{executor['nodes']} of {executor['cluster_nodes']} nodes, {executor['cpus_per_worker']:g} CPU and "
+        f"{executor['gpus_per_worker']:g} GPU each, {executor['worker_restarts']} cases redone after a "
+        "worker died. Model time above is per worker; the rows do not depend on the executor.",
+        "",
+    ]
 
 
 def write_report(out_dir: Path, summary: dict, rows: list[dict], weights_random: bool) -> list[Path]:

@@ -152,7 +152,14 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
-def summarise(rows: list[dict], timings: list[dict], config: dict, wall_s: float | None = None) -> dict:
+def summarise(
+    rows: list[dict],
+    timings: list[dict],
+    config: dict,
+    wall_s: float | None = None,
+    executor: dict | None = None,
+) -> dict:
+    """``executor``: where the cases ran (kept out of ``config``, which a resumed run must match)."""
     slices = [r for r in rows if r["row"] == "slice"]
     steps: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
@@ -185,4 +192,5 @@ def summarise(rows: list[dict], timings: list[dict], config: dict, wall_s: float
         "volumes": _volumes(cases),
         "parity": {p: v for p, v in parity.items() if v},
         "latency": latency,
+        **({"executor": executor} if executor else {}),
     }
