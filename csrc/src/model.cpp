@@ -83,8 +83,8 @@ Model::Model(const std::string& export_dir, const OpenOptions& options) {
   manifest_ = read_manifest(export_dir);
   const std::string backend = backend_for(manifest_.format);
   if (!asked.empty() && asked != backend)
-    fail(SAMFAST_ERR_INVALID_ARGUMENT, "backend " + asked + " cannot run " + manifest_.folder + ": it holds a " +
-                                           manifest_.format + " set, which runs on " + backend);
+    fail(SAMFAST_ERR_INVALID_ARGUMENT, "backend " + asked + " cannot run " + manifest_.folder + ": its format is " +
+                                           manifest_.format + ", which runs on " + backend);
   BackendOptions backend_options;
   backend_options.device = options.device.empty() ? (manifest_.format == "engine" ? "cuda" : "cpu") : options.device;
   if (!valid_device(backend_options.device))

@@ -107,7 +107,11 @@ class Library:
         lib.samfast_has_backend.restype = ctypes.c_int
         lib.samfast_has_backend.argtypes = [ctypes.c_char_p]
         lib.samfast_open.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
-        lib.samfast_open_with.argtypes = [ctypes.c_char_p, ctypes.POINTER(Options), ctypes.POINTER(ctypes.c_void_p)]
+        lib.samfast_open_with.argtypes = [
+            ctypes.c_char_p,
+            ctypes.POINTER(Options),
+            ctypes.POINTER(ctypes.c_void_p),
+        ]
         lib.samfast_close.argtypes = [ctypes.c_void_p]
         lib.samfast_close.restype = None
         lib.samfast_get_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(Info)]
@@ -148,7 +152,9 @@ class Library:
 
 
 class Model:
-    def __init__(self, library: Library, folder, device: str | None = None, options: dict | None = None) -> None:
+    def __init__(
+        self, library: Library, folder, device: str | None = None, options: dict | None = None
+    ) -> None:
         self.library = library
         self.handle = ctypes.c_void_p()
         encoded = None if folder is None else str(folder).encode()
@@ -156,7 +162,10 @@ class Model:
         if options is None:
             status = library.lib.samfast_open(encoded, device_bytes, ctypes.byref(self.handle))
         else:
-            text = {k: None if options.get(k) is None else str(options[k]).encode() for k in ("backend", "precision")}
+            text = {
+                k: None if options.get(k) is None else str(options[k]).encode()
+                for k in ("backend", "precision")
+            }
             opts = Options(
                 text["backend"],
                 device_bytes,
