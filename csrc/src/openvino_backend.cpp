@@ -48,10 +48,13 @@ class OpenVinoBackend final : public Backend {
     const int64_t s = m.input_size, c = m.embedding_shape[0], h = m.embedding_shape[1], w = m.embedding_shape[2];
     // Static shapes where the input is one slice (OpenVINO picks its kernels for them); the
     // prompt side keeps its dynamic prompt and point axes.
-    encoder_ = compile("encoder", {{"images", ov::PartialShape{1, 3, s, s}}}, config);
-    image_side_ = compile("decoder_image", {{"image_embeddings", ov::PartialShape{1, c, h, w}}}, config);
-    prompt_side_ = compile("decoder_prompt", {}, config);
-    decoder_ = compile("decoder", {}, config);
+    config_ = config;
+    encoder_ = compile(read("encoder"), {{"images", ov::PartialShape{1, 3, s, s}}});
+    image_side_ = compile(read("decoder_image"), {{"image_embeddings", ov::PartialShape{1, c, h, w}}});
+    prompt_side_ = compile(read("decoder_prompt"), {});
+    // The whole decoder serves prompts with a mask input only: read and checked now, compiled on
+    // its first use (a quarter of the time samfast_open takes).
+    decoder_model_ = read("decoder");
     slice_bytes_ = sizeof(float) * static_cast<size_t>(c * h * w);
     for (const char* name : kStateNames)
       slice_bytes_ += sizeof(float) * ov::shape_size(image_side_.compiled.output(name).get_shape());
@@ -89,6 +92,10 @@ class OpenVinoBackend final : public Backend {
     try {
       ov::Tensor coords(ov::element::f32, {1, n, 2}, const_cast<float*>(prompt.coords.data()));
       ov::Tensor labels(ov::element::f32, {1, n}, const_cast<float*>(prompt.labels.data()));
+      if (prompt.mask_input && decoder_model_) {
+        decoder_ = compile(decoder_model_, {});
+        decoder_model_.reset();
+      }
       Graph& graph = prompt.mask_input ? decoder_ : prompt_side_;
       ov::InferRequest& request = graph.request;
       float has_mask = 1.0f;
@@ -120,11 +127,10 @@ class OpenVinoBackend final : public Backend {
   std::string precision() const override { return precision_; }
 
  private:
-  // Read one graph, check the metadata samfast/export/onnx_export.py stored in it against the
+  // Read one graph and check the metadata samfast/export/onnx_export.py stored in it against the
   // manifest (a folder whose manifest was edited or whose files were swapped is refused here) and
-  // its inputs/outputs, then compile it.
-  Graph compile(const std::string& role, const std::map<std::string, ov::PartialShape>& shapes,
-                const ov::AnyMap& config) {
+  // its inputs/outputs.
+  std::shared_ptr<ov::Model> read(const std::string& role) {
     const Manifest& m = manifest_;
     const GraphEntry& entry = m.graph(role);
     const std::string path = m.path(entry.file);
@@ -155,20 +161,26 @@ class OpenVinoBackend final : public Backend {
       if (!has(model->inputs(), name)) fail(SAMFAST_ERR_MANIFEST, path + " has no input " + name + ": export the set again");
     for (const auto& name : entry.outputs)
       if (!has(model->outputs(), name)) fail(SAMFAST_ERR_MANIFEST, path + " has no output " + name + ": export the set again");
+    return model;
+  }
+
+  Graph compile(const std::shared_ptr<ov::Model>& model, const std::map<std::string, ov::PartialShape>& shapes) {
     try {
       if (!shapes.empty()) model->reshape(shapes);
       Graph graph;
-      graph.compiled = core().compile_model(model, "CPU", config);
+      graph.compiled = core().compile_model(model, "CPU", config_);
       graph.request = graph.compiled.create_infer_request();
       return graph;
     } catch (const ov::Exception& e) {
-      fail(SAMFAST_ERR_RUNTIME, "OpenVINO cannot compile " + path + " (" + first_line(e.what()) + ")");
+      fail(SAMFAST_ERR_RUNTIME, "OpenVINO cannot compile " + model->get_friendly_name() + " (" + first_line(e.what()) + ")");
     }
   }
 
   Manifest manifest_;
   std::string precision_;
+  ov::AnyMap config_;
   Graph encoder_, image_side_, prompt_side_, decoder_;
+  std::shared_ptr<ov::Model> decoder_model_;  // until decoder_ is compiled
   size_t slice_bytes_ = 0;
 };
 

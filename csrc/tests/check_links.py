@@ -15,8 +15,8 @@ import sys
 # What OpenVINO-only libsamfast may bring into a host: the C/C++ runtime, libcrypto (sha256),
 # OpenVINO and the TBB it runs on.
 ALLOWED = re.compile(
-    r"^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|libcrypto|libz|"
-    r"libopenvino|libtbb|libtbbmalloc|libhwloc|libsamfast)\b"
+    r"^(linux-vdso|ld-linux[\w-]*|libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|libcrypto|"
+    r"libz|libopenvino|libtbb|libtbbmalloc|libhwloc|libsamfast)\.so"
 )
 FORBIDDEN = re.compile(r"torch|c10|cuda|cudnn|nvinfer|gomp", re.IGNORECASE)
 
@@ -28,7 +28,7 @@ def needed(path: str) -> list[str]:
 
 def mapped(path: str) -> list[str]:
     out = subprocess.run(["ldd", path], check=True, capture_output=True, text=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
+    return [line.split()[0].rsplit("/", 1)[-1] for line in out.splitlines() if line.strip()]
 
 
 def main() -> int:
