@@ -10,7 +10,20 @@
  * as given (normalise intensities first, e.g. Putz for MRI), resized so its longest side is the
  * model's input size (bilinear, antialiased), normalised as the model was trained ("minmax" for
  * LiteMedSAM, ImageNet mean/std on 0..255 for SAM), padded bottom/right; prompts are in slice pixel
- * coordinates (x = column, y = row); masks come back at the slice's size.
+ * coordinates (x = column, y = row); masks come back at the slice's size. All of this is plain
+ * C++ inside the library, whatever the backend.
+ *
+ * SPLIT DECODER AND SLICE CACHE. On ONNX sets, samfast_set_slice runs the encoder and the image
+ * side of the split decoder once; a prompt without mask_input then runs only the decoder's prompt
+ * side (a prompt with mask_input runs the whole decoder, compiled on its first use). Each handle
+ * keeps the encodings of the last `cache_slices` distinct slices it was given (samfast_options;
+ * default SAMFAST_DEFAULT_CACHE_SLICES): setting one of them again (same size, channels and pixel
+ * values, recognised by the SHA-256 of the pixels) skips the encoder. Memory bound of the cache:
+ * cache_slices * samfast_info.slice_bytes (LiteMedSAM: 14 MiB a slice on ONNX, 4 MiB on LibTorch;
+ * TensorRT keeps the current slice only).
+ *
+ * MEMORY. samfast_close frees everything the handle holds and (glibc) trims the heap, so a host
+ * that opens and closes models does not keep the freed pages resident.
  *
  * ERRORS. Every function that can fail returns a samfast_status. On failure, samfast_last_error()
  * gives a one-line message. No C++ exception ever crosses this interface, and the library never
