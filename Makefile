@@ -25,14 +25,17 @@ test: $(STAMP)
 	$(MAKE) csrc-test
 
 # libsamfast, the C library (CMakeLists.txt, csrc/): configure, build, then its ctest suite, which
-# exports the TorchScript sets it needs into build/csrc/engines. Needs cmake >= 3.18 and a C++20 compiler.
+# exports the ONNX (and TorchScript) sets it needs into build/csrc/engines. Needs cmake >= 3.18, a
+# C++20 compiler, nlohmann/json and OpenSSL headers (Debian: nlohmann-json3-dev libssl-dev).
+# CSRC_CMAKE_FLAGS=-DSAMFAST_WITH_LIBTORCH=OFF builds a library that needs only OpenVINO.
 CSRC_BUILD ?= build/csrc
 CSRC_JOBS ?= 2
+CSRC_CMAKE_FLAGS ?=
 
 csrc: $(STAMP)
 	@command -v cmake >/dev/null 2>&1 || { echo "make csrc: cmake not found; install it (Debian: apt-get install cmake)" >&2; exit 1; }
 	@command -v $${CXX:-c++} >/dev/null 2>&1 || { echo "make csrc: no C++ compiler ($${CXX:-c++}); install one (Debian: apt-get install g++)" >&2; exit 1; }
-	cmake -S . -B $(CSRC_BUILD) -DCMAKE_BUILD_TYPE=Release -DSAMFAST_PYTHON=$(abspath $(BIN))/python
+	cmake -S . -B $(CSRC_BUILD) -DCMAKE_BUILD_TYPE=Release -DSAMFAST_PYTHON=$(abspath $(BIN))/python $(CSRC_CMAKE_FLAGS)
 	cmake --build $(CSRC_BUILD) -j$(CSRC_JOBS)
 
 csrc-test: csrc

@@ -3,7 +3,8 @@
  *
  *   samfast_segment EXPORT_DIR SLICE.npy X0 Y0 X1 Y1 MASK.pgm [--spacing SY SX] [--device DEV]
  *
- * EXPORT_DIR is a set written by `samfast export --format torchscript` (it holds manifest.json).
+ * EXPORT_DIR is a set written by `samfast export --format onnx` (OpenVINO) or `--format torchscript`
+ * (LibTorch builds); it holds manifest.json.
  * SLICE.npy is an H x W (or H x W x 3) float32/float64 array in C order, already normalised the
  * way the model expects its input intensities (e.g. samfast.preprocess.normalize_mr_putz for MRI),
  * for example:

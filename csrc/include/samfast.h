@@ -1,13 +1,29 @@
 /*
  * samfast.h - C interface of libsamfast: Segment Anything (LiteMedSAM, SAM ViT-B/H) on one slice,
- * from a folder exported by the samfast Python package (`samfast export --format torchscript`,
- * or `--format engine` for TensorRT when the library was built with it).
+ * from a folder exported by the samfast Python package:
+ *   `samfast export --format onnx`         run by OpenVINO on the CPU (always built);
+ *   `samfast export --format torchscript`  run by LibTorch (builds with SAMFAST_WITH_LIBTORCH=ON;
+ *                                          LibTorch is loaded only when such a set is opened);
+ *   `samfast export --format engine`       run by TensorRT (builds that found TensorRT).
  *
  * Semantics are those of samfast.Predictor (segment-anything's SamPredictor): the slice is taken
  * as given (normalise intensities first, e.g. Putz for MRI), resized so its longest side is the
  * model's input size (bilinear, antialiased), normalised as the model was trained ("minmax" for
  * LiteMedSAM, ImageNet mean/std on 0..255 for SAM), padded bottom/right; prompts are in slice pixel
- * coordinates (x = column, y = row); masks come back at the slice's size.
+ * coordinates (x = column, y = row); masks come back at the slice's size. All of this is plain
+ * C++ inside the library, whatever the backend.
+ *
+ * SPLIT DECODER AND SLICE CACHE. On ONNX sets, samfast_set_slice runs the encoder and the image
+ * side of the split decoder once; a prompt without mask_input then runs only the decoder's prompt
+ * side (a prompt with mask_input runs the whole decoder, compiled on its first use). Each handle
+ * keeps the encodings of the last `cache_slices` distinct slices it was given (samfast_options;
+ * default SAMFAST_DEFAULT_CACHE_SLICES): setting one of them again (same size, channels and pixel
+ * values, recognised by the SHA-256 of the pixels) skips the encoder. Memory bound of the cache:
+ * cache_slices * samfast_info.slice_bytes (LiteMedSAM: 14 MiB a slice on ONNX, 4 MiB on LibTorch;
+ * TensorRT keeps the current slice only).
+ *
+ * MEMORY. samfast_close frees everything the handle holds and (glibc) trims the heap, so a host
+ * that opens and closes models does not keep the freed pages resident.
  *
  * ERRORS. Every function that can fail returns a samfast_status. On failure, samfast_last_error()
  * gives a one-line message. No C++ exception ever crosses this interface, and the library never
@@ -22,9 +38,11 @@
  *  - samfast_last_error() is thread-local: it reports the last failure of a call made on the
  *    calling thread, and is valid until that thread's next samfast call.
  *  - samfast_set_num_threads() changes a process-wide setting (LibTorch's intra-op thread pool,
- *    shared by every handle and by a Python torch in the same process): call it once, before
- *    opening models, not while another thread is predicting.
- *  - samfast_version(), samfast_status_name() and samfast_has_tensorrt() are safe anywhere.
+ *    shared by every handle and by a Python torch in the same process, and the thread count of
+ *    OpenVINO handles opened afterwards): call it once, before opening models, not while another
+ *    thread is predicting.
+ *  - samfast_version(), samfast_status_name(), samfast_has_tensorrt() and samfast_has_backend()
+ *    are safe anywhere.
  */
 #ifndef SAMFAST_H
 #define SAMFAST_H
@@ -44,7 +62,10 @@
 extern "C" {
 #endif
 
-#define SAMFAST_VERSION "0.1.0"
+#define SAMFAST_VERSION "0.2.0"
+
+/* Slices whose encodings a handle keeps when samfast_options.cache_slices is 0. */
+#define SAMFAST_DEFAULT_CACHE_SLICES 4
 
 typedef enum samfast_status {
   SAMFAST_OK = 0,
@@ -57,8 +78,9 @@ typedef enum samfast_status {
   SAMFAST_ERR_OUT_OF_RANGE = 4,     /* a box corner or point lies outside the slice */
   SAMFAST_ERR_BUFFER_TOO_SMALL = 5, /* an output capacity is smaller than what the call writes */
   SAMFAST_ERR_NO_SLICE = 6,         /* samfast_predict before a successful samfast_set_slice */
-  SAMFAST_ERR_UNSUPPORTED = 7,      /* device or format not available in this build or machine */
-  SAMFAST_ERR_RUNTIME = 8,          /* LibTorch / TensorRT / CUDA failed while running */
+  SAMFAST_ERR_UNSUPPORTED = 7,      /* backend, device, format or precision not available in this
+                                       build or on this machine (e.g. bf16 without native bf16) */
+  SAMFAST_ERR_RUNTIME = 8,          /* OpenVINO / LibTorch / TensorRT / CUDA failed while running */
   SAMFAST_ERR_OUT_OF_MEMORY = 9
 } samfast_status;
 
@@ -68,15 +90,31 @@ typedef struct samfast_model samfast_model;
 typedef struct samfast_info {
   char model[32];         /* registry name from the manifest, e.g. "litemedsam" */
   char weights[96];       /* weights label from the manifest ("sha256:..." or "RANDOM WEIGHTS ...") */
-  char format[16];        /* "torchscript" or "engine" */
-  char backend[16];       /* "libtorch" or "tensorrt" */
+  char format[16];        /* "onnx", "torchscript" or "engine" */
+  char backend[16];       /* "openvino", "libtorch" or "tensorrt" */
   char device[16];        /* "cpu", "cuda:0", ... */
-  char precision[8];      /* "fp32" or "fp16" */
+  char precision[8];      /* what the backend computes in: "fp32", "bf16" (OpenVINO) or "fp16" */
   char normalization[16]; /* "minmax" or "imagenet" */
   int input_size;         /* side of the square the encoder sees (256 LiteMedSAM, 1024 SAM) */
   int low_res_size;       /* side of the low-res logits (mask_input / low_res buffers) */
   int embedding_channels, embedding_height, embedding_width;
+  int cache_slices;       /* slices whose encodings this handle keeps */
+  size_t slice_bytes;     /* bytes one kept slice holds (embedding, split decoder state) */
 } samfast_info;
+
+/* How samfast_open_with opens a set. Zero-initialise it ({0}) and set what you need. */
+typedef struct samfast_options {
+  const char* backend;   /* NULL or "": the set's format decides ("onnx" -> "openvino",
+                            "torchscript" -> "libtorch", "engine" -> "tensorrt"); else one of those
+                            names, which must be the one for the set's format */
+  const char* device;    /* as samfast_open's device; OpenVINO runs on "cpu" only */
+  const char* precision; /* NULL or "": fp32 (engines: the set's precision). "bf16": OpenVINO runs
+                            in bf16 (INFERENCE_PRECISION_HINT), only on CPUs with native bf16
+                            (AVX-512 BF16 or AMX), else SAMFAST_ERR_UNSUPPORTED */
+  int cache_slices;      /* >= 1: slices kept (see SLICE CACHE); 0: SAMFAST_DEFAULT_CACHE_SLICES */
+  int threads;           /* OpenVINO threads of this handle; 0: samfast_set_num_threads' value,
+                            else OpenVINO's default (all cores) */
+} samfast_options;
 
 /* One prompt set, in slice pixel coordinates. At least one of box, points, mask_input. */
 typedef struct samfast_prompt {
@@ -114,19 +152,27 @@ SAMFAST_API const char* samfast_last_error(void);
 /* 1 when this build has the TensorRT backend, else 0. */
 SAMFAST_API int samfast_has_tensorrt(void);
 
-/* Process-wide number of CPU threads LibTorch uses inside one operation (n >= 1). */
+/* 1 when this build has the backend named ("openvino", "libtorch", "tensorrt"), else 0. */
+SAMFAST_API int samfast_has_backend(const char* name);
+
+/* Process-wide number of CPU threads (n >= 1): LibTorch's intra-op pool, and OpenVINO handles
+   opened afterwards without samfast_options.threads. */
 SAMFAST_API samfast_status samfast_set_num_threads(int n);
 
 /*
  * Open an export folder (the one holding manifest.json). The manifest decides the backend:
- * "torchscript" sets run on LibTorch, "engine" sets on TensorRT (builds with TensorRT only).
+ * "onnx" sets run on OpenVINO, "torchscript" sets on LibTorch, "engine" sets on TensorRT.
  * Every file listed in the manifest is checked (present, size, sha256) and the metadata inside
- * the TorchScript files must name the manifest's model, weights and sizes.
- * device: NULL or "" (cpu for TorchScript, cuda for engines), "cpu", "cuda" or "cuda:N".
+ * the graph files must name the manifest's model, weights and sizes, and each graph's role.
+ * device: NULL or "" (cpu, cuda for engines), "cpu", "cuda" or "cuda:N".
  * On success *out_model is a new handle (free with samfast_close); on failure it is set to NULL.
  */
 SAMFAST_API samfast_status samfast_open(const char* export_dir, const char* device,
                                         samfast_model** out_model);
+
+/* samfast_open with options (NULL: all defaults). */
+SAMFAST_API samfast_status samfast_open_with(const char* export_dir, const samfast_options* options,
+                                             samfast_model** out_model);
 
 /* Free a handle and everything it holds. NULL is accepted. */
 SAMFAST_API void samfast_close(samfast_model* model);
@@ -138,6 +184,7 @@ SAMFAST_API samfast_status samfast_get_info(const samfast_model* model, samfast_
  * channels (channels 1 or 3; one channel is repeated to three, as the Python predictor does).
  * spacing_y / spacing_x (mm per pixel, > 0) are kept with the slice for the host's use (areas,
  * geometry); like the Python predictor the model itself works in pixels and does not resample.
+ * A slice in the handle's cache is not encoded again (see SLICE CACHE).
  * On an argument error the previous slice stays set; on a runtime error none is set.
  */
 SAMFAST_API samfast_status samfast_set_slice(samfast_model* model, const float* pixels, int height,

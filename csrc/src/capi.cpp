@@ -1,9 +1,10 @@
 // The C ABI: every entry point catches everything, records a thread-local message and returns a
 // status code. No exception leaves this file.
-#include <ATen/Parallel.h>
-#include <c10/util/Exception.h>
-
+#include <cstring>
 #include <memory>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <new>
 #include <string>
 
@@ -27,9 +28,6 @@ void set_error(const char* message) noexcept {
   }
 }
 
-// c10 errors carry a C++ backtrace after the first line: keep the message only.
-std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
-
 template <class F>
 samfast_status guarded(F&& body) noexcept {
   last_error.clear();
@@ -42,12 +40,6 @@ samfast_status guarded(F&& body) noexcept {
   } catch (const std::bad_alloc&) {
     set_error("out of memory");
     return SAMFAST_ERR_OUT_OF_MEMORY;
-  } catch (const c10::OutOfMemoryError& e) {
-    set_error(("out of memory: " + first_line(e.what_without_backtrace())).c_str());
-    return SAMFAST_ERR_OUT_OF_MEMORY;
-  } catch (const c10::Error& e) {
-    set_error(("LibTorch: " + first_line(e.what_without_backtrace())).c_str());
-    return SAMFAST_ERR_RUNTIME;
   } catch (const std::exception& e) {
     set_error(e.what());
     return SAMFAST_ERR_RUNTIME;
@@ -93,27 +85,61 @@ SAMFAST_API int samfast_has_tensorrt(void) {
 #endif
 }
 
+SAMFAST_API int samfast_has_backend(const char* name) {
+  if (!name) return 0;
+  if (!std::strcmp(name, "openvino")) return 1;
+#ifdef SAMFAST_WITH_LIBTORCH
+  if (!std::strcmp(name, "libtorch")) return 1;
+#endif
+  if (!std::strcmp(name, "tensorrt")) return samfast_has_tensorrt();
+  return 0;
+}
+
 SAMFAST_API samfast_status samfast_set_num_threads(int n) {
   return guarded([&] {
     if (n < 1) samfast::fail(SAMFAST_ERR_INVALID_ARGUMENT, "thread count must be >= 1, got " + std::to_string(n));
-    at::set_num_threads(n);
+    samfast::set_default_threads(n);
   });
 }
 
-SAMFAST_API samfast_status samfast_open(const char* export_dir, const char* device, samfast_model** out_model) {
+SAMFAST_API samfast_status samfast_open_with(const char* export_dir, const samfast_options* options,
+                                             samfast_model** out_model) {
   if (out_model) *out_model = nullptr;
   return guarded([&] {
     need(out_model, "out_model");
     need(export_dir, "export_dir");
+    samfast::OpenOptions open;
+    if (options) {
+      open.backend = options->backend ? options->backend : "";
+      open.device = options->device ? options->device : "";
+      open.precision = options->precision ? options->precision : "";
+      open.cache_slices = options->cache_slices;
+      open.threads = options->threads;
+    }
     auto model = std::make_unique<samfast_model>();
-    model->impl = std::make_unique<samfast::Model>(export_dir, device);
+    model->impl = std::make_unique<samfast::Model>(export_dir, open);
     *out_model = model.release();
   });
 }
 
+SAMFAST_API samfast_status samfast_open(const char* export_dir, const char* device, samfast_model** out_model) {
+  samfast_options options{};
+  options.device = device;
+  return samfast_open_with(export_dir, &options, out_model);
+}
+
 SAMFAST_API void samfast_close(samfast_model* model) {
-  // Destructors of LibTorch modules do not throw; the guard is belt and braces.
-  guarded([&] { delete model; });
+  // Destructors of backends do not throw; the guard is belt and braces.
+  guarded([&] {
+    if (!model) return;
+    delete model;
+#if defined(__GLIBC__)
+    // A closed model frees hundreds of MB (weights, the encoder's activations) across the heaps of
+    // OpenVINO's worker threads; glibc keeps freed pages resident until told, so a host that opens
+    // and closes models would see its RSS creep up with fragmentation. Hand them back.
+    malloc_trim(0);
+#endif
+  });
 }
 
 SAMFAST_API samfast_status samfast_get_info(const samfast_model* model, samfast_info* out_info) {

@@ -19,6 +19,13 @@ const std::vector<std::string> kEncoderOutputs{"image_embeddings"};
 const std::vector<std::string> kDecoderInputs{"image_embeddings", "point_coords", "point_labels", "mask_input",
                                               "has_mask_input"};
 const std::vector<std::string> kDecoderOutputs{"iou_predictions", "low_res_masks"};
+// samfast.export.split_decoder: IMAGE_SIDE_INPUTS, STATE_NAMES, PROMPT_SIDE_INPUTS/OUTPUTS.
+const std::vector<std::string> kImageSideInputs{"image_embeddings"};
+const std::vector<std::string> kStateNames{"image_tokens", "t2i_keys", "t2i_values", "i2t_queries"};
+const std::vector<std::string> kPromptSideInputs{"image_tokens", "t2i_keys",     "t2i_values",
+                                                 "i2t_queries",  "point_coords", "point_labels"};
+
+using json = nlohmann::json;
 
 [[noreturn]] void bad(const Manifest& m, const std::string& what) {
   fail(SAMFAST_ERR_MANIFEST, m.folder + "/manifest.json: " + what);
@@ -30,14 +37,14 @@ std::string join(const std::vector<std::string>& names) {
   return out + "]";
 }
 
-std::vector<std::string> string_list(const Manifest& m, const json::Value& parent, const std::string& key,
+std::vector<std::string> string_list(const Manifest& m, const json& parent, const std::string& key,
                                      const std::string& where) {
-  const json::Value& list = require(m, parent, key, where);
+  const json& list = require(m, parent, key, where);
   if (!list.is_array()) bad(m, where + key + " is not a list");
   std::vector<std::string> out;
-  for (const auto& item : list.array) {
+  for (const auto& item : list) {
     if (!item.is_string()) bad(m, where + key + " holds a non-string");
-    out.push_back(item.string);
+    out.push_back(item.get<std::string>());
   }
   return out;
 }
@@ -51,7 +58,7 @@ bool same_names(std::vector<std::string> a, std::vector<std::string> b) {
 
 GraphEntry graph(const Manifest& m, const std::string& name, const std::vector<std::string>& inputs,
                  const std::vector<std::string>& outputs) {
-  const json::Value& node = require(m, m.raw, name, "");
+  const json& node = require(m, m.raw, name, "");
   if (!node.is_object()) bad(m, "\"" + name + "\" is not an object");
   GraphEntry entry;
   entry.file = require_string(m, node, "file", name + ".");
@@ -67,8 +74,9 @@ GraphEntry graph(const Manifest& m, const std::string& name, const std::vector<s
 }
 
 void check_file(const Manifest& m, const std::string& name, bool verify_hashes) {
-  const json::Value* files = m.raw.find("files");
-  const json::Value* entry = files ? files->find(name) : nullptr;
+  const json* entry = nullptr;
+  if (auto files = m.raw.find("files"); files != m.raw.end() && files->is_object())
+    if (auto it = files->find(name); it != files->end()) entry = &*it;
   if (!entry || !entry->is_object()) bad(m, "\"files\" has no entry for " + name);
   fs::path path = fs::path(m.folder) / name;
   std::error_code ec;
@@ -95,25 +103,26 @@ void check_file(const Manifest& m, const std::string& name, bool verify_hashes) 
 
 }  // namespace
 
-const json::Value& require(const Manifest& m, const json::Value& parent, const std::string& key,
-                           const std::string& where) {
-  const json::Value* v = parent.find(key);
-  if (!v || v->type == json::Value::Type::Null) bad(m, "field \"" + where + key + "\" is missing");
-  return *v;
+const json& require(const Manifest& m, const json& parent, const std::string& key, const std::string& where) {
+  if (!parent.is_object()) bad(m, "\"" + where + "\" is not an object");
+  auto it = parent.find(key);
+  if (it == parent.end() || it->is_null()) bad(m, "field \"" + where + key + "\" is missing");
+  return *it;
 }
 
-std::string require_string(const Manifest& m, const json::Value& parent, const std::string& key,
-                           const std::string& where) {
-  const json::Value& v = require(m, parent, key, where);
+std::string require_string(const Manifest& m, const json& parent, const std::string& key, const std::string& where) {
+  const json& v = require(m, parent, key, where);
   if (!v.is_string()) bad(m, "field \"" + where + key + "\" is not a string");
-  return v.string;
+  return v.get<std::string>();
 }
 
-int64_t require_int(const Manifest& m, const json::Value& parent, const std::string& key, const std::string& where) {
-  const json::Value& v = require(m, parent, key, where);
-  if (!v.is_number() || v.number != std::floor(v.number) || std::fabs(v.number) > 9.0e15)
+int64_t require_int(const Manifest& m, const json& parent, const std::string& key, const std::string& where) {
+  const json& v = require(m, parent, key, where);
+  // JSON has one number type: 3.0 is an integer too (as Python's json writes and reads it).
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (!v.is_number_float() || v.get<double>() != std::floor(v.get<double>()) || std::fabs(v.get<double>()) > 9.0e15)
     bad(m, "field \"" + where + key + "\" is not an integer");
-  return static_cast<int64_t>(v.number);
+  return static_cast<int64_t>(v.get<double>());
 }
 
 Manifest read_manifest(const std::string& folder, bool verify_hashes) {
@@ -133,8 +142,10 @@ Manifest read_manifest(const std::string& folder, bool verify_hashes) {
   if (!in.good() && !in.eof()) fail(SAMFAST_ERR_MANIFEST, "cannot read " + path.string());
   try {
     m.raw = json::parse(text.str());
-  } catch (const std::exception& e) {
-    fail(SAMFAST_ERR_MANIFEST, path.string() + " is not valid JSON (" + e.what() + ")");
+  } catch (const json::exception& e) {
+    std::string what = e.what();  // "[json.exception.parse_error.101] parse error at line 1, ..."
+    if (auto end = what.find("] "); end != std::string::npos) what = what.substr(end + 2);
+    fail(SAMFAST_ERR_MANIFEST, path.string() + " is not valid JSON (" + what + ")");
   }
   if (!m.raw.is_object()) bad(m, "not a JSON object");
 
@@ -143,17 +154,18 @@ Manifest read_manifest(const std::string& folder, bool verify_hashes) {
     bad(m, "schema " + std::to_string(schema) + " is not the one this libsamfast reads (" +
                std::to_string(kManifestSchema) + "): export the set with a matching samfast");
   m.format = require_string(m, m.raw, "format", "");
-  if (m.format != "torchscript" && m.format != "engine")
+  if (m.format != "onnx" && m.format != "torchscript" && m.format != "engine")
     bad(m, "format is \"" + m.format +
-               "\"; libsamfast runs \"torchscript\" sets (and \"engine\" sets when built with TensorRT): "
-               "`samfast export --format torchscript`");
+               "\"; libsamfast runs \"onnx\" sets (OpenVINO), \"torchscript\" sets (LibTorch) and \"engine\" "
+               "sets (TensorRT): `samfast export --format onnx`");
   m.model = require_string(m, m.raw, "model", "");
   m.precision = require_string(m, m.raw, "precision", "");
-  if (m.format == "torchscript" && m.precision != "fp32")
-    bad(m, "a torchscript set is fp32, this one says \"" + m.precision + "\"");
+  if (m.format != "engine" && m.precision != "fp32")
+    bad(m, "a" + std::string(m.format == "onnx" ? "n " : " ") + m.format + " set is fp32, this one says \"" +
+               m.precision + "\"");
   if (m.format == "engine" && m.precision != "fp32" && m.precision != "fp16")
     bad(m, "engine precision \"" + m.precision + "\" is neither fp32 nor fp16");
-  const json::Value& weights = require(m, m.raw, "weights", "");
+  const json& weights = require(m, m.raw, "weights", "");
   m.weights = require_string(m, weights, "label", "weights.");
   m.normalization = require_string(m, m.raw, "normalization", "");
   if (m.normalization != "minmax" && m.normalization != "imagenet")
@@ -165,29 +177,35 @@ Manifest read_manifest(const std::string& folder, bool verify_hashes) {
                " are implausible");
   m.input_size = static_cast<int>(input_size);
   m.low_res_size = static_cast<int>(low_res_size);
-  const json::Value& shape = require(m, m.raw, "embedding_shape", "");
-  if (!shape.is_array() || shape.array.size() != 3) bad(m, "embedding_shape is not a list of 3 integers");
+  const json& shape = require(m, m.raw, "embedding_shape", "");
+  if (!shape.is_array() || shape.size() != 3) bad(m, "embedding_shape is not a list of 3 integers");
   for (int i = 0; i < 3; ++i) {
-    const json::Value& d = shape.array[i];
-    if (!d.is_number() || d.number != std::floor(d.number) || d.number < 1 || d.number > 1e6)
+    const json& d = shape[i];
+    if (!d.is_number_integer() || d.get<int64_t>() < 1 || d.get<int64_t>() > 1000000)
       bad(m, "embedding_shape is not a list of 3 positive integers");
-    m.embedding_shape[i] = static_cast<int>(d.number);
+    m.embedding_shape[i] = d.get<int>();
   }
   if (m.low_res_size != 4 * m.embedding_shape[1] || m.embedding_shape[1] != m.embedding_shape[2])
     bad(m, "low_res_size " + std::to_string(m.low_res_size) + " is not 4x the embedding grid " +
                std::to_string(m.embedding_shape[1]) + "x" + std::to_string(m.embedding_shape[2]));
-  m.encoder = graph(m, "encoder", kEncoderInputs, kEncoderOutputs);
-  m.decoder = graph(m, "decoder", kDecoderInputs, kDecoderOutputs);
-  const json::Value* files = m.raw.find("files");
-  if (!files || !files->is_object() || files->object.empty()) bad(m, "\"files\" lists no files");
-  for (const auto& [name, entry] : files->object) {
+  m.graphs["encoder"] = graph(m, "encoder", kEncoderInputs, kEncoderOutputs);
+  m.graphs["decoder"] = graph(m, "decoder", kDecoderInputs, kDecoderOutputs);
+  if (m.format == "onnx") {  // OpenVINO runs a click on the split decoder's prompt side
+    if (!m.raw.contains("decoder_image") || !m.raw.contains("decoder_prompt"))
+      bad(m, "the set has no split decoder (decoder_image / decoder_prompt): it was exported by an older "
+             "samfast; export it again");
+    m.graphs["decoder_image"] = graph(m, "decoder_image", kImageSideInputs, kStateNames);
+    m.graphs["decoder_prompt"] = graph(m, "decoder_prompt", kPromptSideInputs, kDecoderOutputs);
+  }
+  auto files = m.raw.find("files");
+  if (files == m.raw.end() || !files->is_object() || files->empty()) bad(m, "\"files\" lists no files");
+  for (const auto& [name, entry] : files->items()) {
     (void)entry;
     if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
       bad(m, "\"files\" names \"" + name + "\", not a plain file name");
     check_file(m, name, verify_hashes);
   }
-  check_file(m, m.encoder.file, false);  // listed and present (already hashed above)
-  check_file(m, m.decoder.file, false);
+  for (const auto& [role, entry] : m.graphs) check_file(m, entry.file, false);  // listed and present
   return m;
 }
 

@@ -4,10 +4,11 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
-#include "json.hpp"
+#include <nlohmann/json.hpp>
 
 namespace samfast {
 
@@ -21,7 +22,7 @@ struct GraphEntry {
 
 struct Manifest {
   std::string folder;
-  std::string format;     // "torchscript" or "engine"
+  std::string format;     // "onnx", "torchscript" or "engine"
   std::string model;      // registry name
   std::string weights;    // weights label, e.g. "sha256:79d8..." or "RANDOM WEIGHTS (seed 0)"
   std::string precision;  // "fp32" / "fp16"
@@ -29,10 +30,12 @@ struct Manifest {
   int input_size = 0;
   int low_res_size = 0;
   std::array<int, 3> embedding_shape{};
-  GraphEntry encoder, decoder;
-  json::Value raw;  // the whole document (engine sets read their GPU identity and profiles)
+  // "encoder", "decoder"; ONNX sets also "decoder_image" and "decoder_prompt" (the split decoder).
+  std::map<std::string, GraphEntry> graphs;
+  nlohmann::json raw;  // the whole document (engine sets read their GPU identity and profiles)
 
   std::string path(const std::string& file) const { return folder + "/" + file; }
+  const GraphEntry& graph(const std::string& role) const { return graphs.at(role); }
 };
 
 // Read and check `folder`/manifest.json. Throws samfast::Error: SAMFAST_ERR_NOT_FOUND when the
@@ -41,10 +44,11 @@ struct Manifest {
 Manifest read_manifest(const std::string& folder, bool verify_hashes = true);
 
 // Helpers for backends that read more of the document; they throw SAMFAST_ERR_MANIFEST.
-const json::Value& require(const Manifest& m, const json::Value& parent, const std::string& key,
+const nlohmann::json& require(const Manifest& m, const nlohmann::json& parent, const std::string& key,
+                              const std::string& where);
+std::string require_string(const Manifest& m, const nlohmann::json& parent, const std::string& key,
                            const std::string& where);
-std::string require_string(const Manifest& m, const json::Value& parent, const std::string& key,
-                           const std::string& where);
-int64_t require_int(const Manifest& m, const json::Value& parent, const std::string& key, const std::string& where);
+int64_t require_int(const Manifest& m, const nlohmann::json& parent, const std::string& key,
+                    const std::string& where);
 
 }  // namespace samfast

@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "backend.hpp"
+#include "aten_backend.hpp"
 #include "error.hpp"
 
 namespace samfast {
@@ -176,7 +176,7 @@ class Engine {
   std::map<std::string, DeviceBuffer> buffers_;
 };
 
-class TensorRTBackend final : public Backend {
+class TensorRTBackend final : public AtenBackend {
  public:
   TensorRTBackend(const Manifest& m, const std::string& device) : manifest_(m) {
     int index = 0;
@@ -193,15 +193,16 @@ class TensorRTBackend final : public Backend {
     check_identity();
     runtime_.reset(nvinfer1::createInferRuntime(logger_));
     if (!runtime_) fail(SAMFAST_ERR_RUNTIME, "cannot create the TensorRT runtime");
-    encoder_ = std::make_unique<Engine>(*runtime_, logger_, m, m.encoder.file);
-    decoder_ = std::make_unique<Engine>(*runtime_, logger_, m, m.decoder.file);
+    encoder_ = std::make_unique<Engine>(*runtime_, logger_, m, m.graph("encoder").file);
+    decoder_ = std::make_unique<Engine>(*runtime_, logger_, m, m.graph("decoder").file);
     cuda_check(cudaStreamCreate(&stream_), "cudaStreamCreate");
     // The decoder's point axis holds the user's points plus a box's 2 corners or 1 padding point.
-    const json::Value& profile = require(m, require(m, m.raw, "decoder", ""), "profile", "decoder.");
-    const json::Value& coords = require(m, profile, "point_coords", "decoder.profile.");
-    if (!coords.is_array() || coords.array.size() != 3 || !coords.array[2].is_array() || coords.array[2].array.size() != 3)
+    const nlohmann::json& profile = require(m, require(m, m.raw, "decoder", ""), "profile", "decoder.");
+    const nlohmann::json& coords = require(m, profile, "point_coords", "decoder.profile.");
+    if (!coords.is_array() || coords.size() != 3 || !coords[2].is_array() || coords[2].size() != 3 ||
+        !coords[2][1].is_number_integer())
       fail(SAMFAST_ERR_MANIFEST, m.folder + "/manifest.json: decoder.profile.point_coords is not [min, opt, max] shapes");
-    max_points_ = static_cast<int64_t>(coords.array[2].array[1].number);
+    max_points_ = coords[2][1].get<int64_t>();
   }
 
   ~TensorRTBackend() override {
@@ -267,8 +268,8 @@ class TensorRTBackend final : public Backend {
     const Manifest& m = manifest_;
     std::string built_cc = require_string(m, m.raw, "compute_capability", "");
     std::string built_trt = require_string(m, m.raw, "tensorrt", "");
-    const json::Value* gpu = m.raw.find("gpu_name");
-    std::string built_gpu = gpu && gpu->is_string() ? gpu->string : "another GPU";
+    auto gpu = m.raw.find("gpu_name");
+    std::string built_gpu = gpu != m.raw.end() && gpu->is_string() ? gpu->get<std::string>() : "another GPU";
     cudaDeviceProp props{};
     cuda_check(cudaGetDeviceProperties(&props, device_), "cudaGetDeviceProperties");
     std::string here_cc = std::to_string(props.major) + "." + std::to_string(props.minor);
@@ -287,7 +288,7 @@ class TensorRTBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_tensorrt_backend(const Manifest& manifest, const std::string& device) {
+std::unique_ptr<AtenBackend> make_tensorrt_backend(const Manifest& manifest, const std::string& device) {
   return std::make_unique<TensorRTBackend>(manifest, device);
 }
 

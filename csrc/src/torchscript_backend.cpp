@@ -6,20 +6,19 @@
 #include <string>
 #include <unordered_map>
 
-#include "backend.hpp"
+#include "aten_backend.hpp"
 #include "error.hpp"
-#include "json.hpp"
 
 namespace samfast {
 namespace {
 
 constexpr const char* kMetadataFile = "samfast.json";  // torch.jit.save _extra_files entry
 
-class TorchScriptBackend final : public Backend {
+class TorchScriptBackend final : public AtenBackend {
  public:
   TorchScriptBackend(const Manifest& manifest, const std::string& device) : device_(parse_device(device)) {
-    encoder_ = load(manifest, manifest.encoder.file, "encoder");
-    decoder_ = load(manifest, manifest.decoder.file, "decoder");
+    encoder_ = load(manifest, manifest.graph("encoder").file, "encoder");
+    decoder_ = load(manifest, manifest.graph("decoder").file, "decoder");
   }
 
   void encode(const at::Tensor& images) override {
@@ -39,6 +38,9 @@ class TorchScriptBackend final : public Backend {
   }
 
   void drop_embedding() override { embedding_ = at::Tensor(); }
+  bool keeps_embeddings() const override { return true; }
+  at::Tensor embedding() const override { return embedding_; }
+  void use_embedding(const at::Tensor& embedding) override { embedding_ = embedding; }
   std::string name() const override { return "libtorch"; }
   std::string device() const override { return device_.str(); }
 
@@ -81,19 +83,20 @@ class TorchScriptBackend final : public Backend {
       fail(SAMFAST_ERR_MANIFEST, path + " is not a loadable TorchScript file (" + first + ")");
     }
     module.eval();
-    json::Value meta;
+    nlohmann::json meta;
     try {
-      meta = json::parse(extra[kMetadataFile].empty() ? "{}" : extra[kMetadataFile]);
-    } catch (const std::exception&) {
+      meta = nlohmann::json::parse(extra[kMetadataFile].empty() ? "{}" : extra[kMetadataFile]);
+    } catch (const nlohmann::json::exception&) {
       fail(SAMFAST_ERR_MANIFEST, path + " carries unreadable " + std::string(kMetadataFile) + " metadata");
     }
+    if (!meta.is_object()) fail(SAMFAST_ERR_MANIFEST, path + " carries no " + std::string(kMetadataFile) + " object");
     auto text = [&](const char* key) {
-      const json::Value* v = meta.find(key);
-      return v && v->is_string() ? v->string : std::string("(none)");
+      auto v = meta.find(key);
+      return v != meta.end() && v->is_string() ? v->get<std::string>() : std::string("(none)");
     };
     auto number = [&](const char* key) {
-      const json::Value* v = meta.find(key);
-      return v && v->is_number() ? static_cast<int64_t>(v->number) : int64_t(-1);
+      auto v = meta.find(key);
+      return v != meta.end() && v->is_number() ? v->get<int64_t>() : int64_t(-1);
     };
     auto mismatch = [&](const std::string& what, const std::string& manifest_value, const std::string& file_value) {
       fail(SAMFAST_ERR_MANIFEST, m.folder + "/manifest.json says " + what + " " + manifest_value + " but " + file +
@@ -112,7 +115,7 @@ class TorchScriptBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_torchscript_backend(const Manifest& manifest, const std::string& device) {
+std::unique_ptr<AtenBackend> make_torchscript_backend(const Manifest& manifest, const std::string& device) {
   return std::make_unique<TorchScriptBackend>(manifest, device);
 }
 

@@ -1,7 +1,8 @@
 """ctest: the mask the example program wrote (examples/segment_slice.c) is the Python predictor's.
 
-Reads <fixtures>/demo/mask.pgm, runs samfast.Predictor("litemedsam", backend="torchscript") on the
-same slice and box, and requires Dice >= 0.999; also prints the Dice against the BraTS tumour core.
+Reads <fixtures>/demo/mask.pgm (from the ONNX set), runs samfast.Predictor("litemedsam",
+backend="openvino") on the same slice and box, and requires Dice >= 0.999; also prints the Dice
+against the BraTS tumour core.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def main() -> int:
     args = parser.parse_args()
     image = np.load(args.fixtures / "demo" / "slice.npy")
     from_c = read_pgm(args.fixtures / "demo" / "mask.pgm")
-    predictor = Predictor("litemedsam", backend="torchscript", log=lambda _: None)
+    predictor = Predictor("litemedsam", backend="openvino", log=lambda _: None)
     predictor.set_image(image)
     masks, iou, _ = predictor.predict(box=BOX, multimask_output=False)
     agreement = dice(masks[0], from_c)

@@ -1,10 +1,12 @@
 """ctest: libsamfast's error paths return the right status code and message.
 
-Opening: a missing folder, a folder without a manifest, and copies of the tiny_vit_test set whose
-manifest or files were changed (wrong format, model, weights, sizes, schema, missing, truncated or
-altered files, swapped graphs). Predicting on a real demo slice with LiteMedSAM: boxes and points
-outside the slice, inverted boxes, bad labels, output buffers too small, NULL pointers. Every prompt
-the C library refuses, samfast.Predictor refuses too (InputError), and the other way round.
+Opening: a missing folder, a folder without a manifest, and copies of the tiny_vit_test set (of
+--format onnx or torchscript) whose manifest or files were changed (wrong format, model, weights,
+sizes, schema, missing, truncated or altered files, swapped graphs; for ONNX also a graph that is
+not ONNX and a manifest without the split decoder). Predicting on a real demo slice with
+LiteMedSAM: boxes and points outside the slice, inverted boxes, bad labels, output buffers too
+small, NULL pointers. Every prompt the C library refuses, samfast.Predictor (of the same backend)
+refuses too (InputError), and the other way round.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from samfast_ctypes import Info, Library, SamfastCError  # noqa: E402
 
 from samfast import Predictor  # noqa: E402
 from samfast.errors import InputError  # noqa: E402
+from samfast.export.manifest import file_entries  # noqa: E402
+
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+PYTHON_BACKEND = {"onnx": "openvino", "torchscript": "torchscript"}
 
 results: list[tuple[str, bool, str]] = []
 
@@ -44,8 +50,9 @@ def check(name: str, call, want: str, text: str = "") -> None:
     )
 
 
-def broken_sets(tiny: Path, lite: Path, root: Path) -> dict[str, tuple[Path, str, str]]:
+def broken_sets(tiny: Path, fmt: str, libtorch: bool, root: Path) -> dict[str, tuple[Path, str, str]]:
     """Broken copies: name -> (folder, expected status, message fragment)."""
+    encoder, decoder = f"encoder{SUFFIX[fmt]}", f"decoder{SUFFIX[fmt]}"
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -59,8 +66,8 @@ def broken_sets(tiny: Path, lite: Path, root: Path) -> dict[str, tuple[Path, str
     def write(folder: Path, manifest: dict) -> None:
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
-    def edited(name: str, change, status: str, text: str, source: Path = tiny) -> None:
-        folder, manifest = copy(name, source)
+    def edited(name: str, change, status: str, text: str) -> None:
+        folder, manifest = copy(name)
         change(manifest)
         write(folder, manifest)
         cases[name] = (folder, status, text)
@@ -74,12 +81,12 @@ def broken_sets(tiny: Path, lite: Path, root: Path) -> dict[str, tuple[Path, str
     (folder / "manifest.json").write_text('{"format": "torchscript",')
     cases["manifest is not JSON"] = (folder, "SAMFAST_ERR_MANIFEST", "is not valid JSON")
 
-    edited("format", lambda m: m.update(format="onnx"), "SAMFAST_ERR_MANIFEST", 'format is "onnx"')
+    edited("format", lambda m: m.update(format="tflite"), "SAMFAST_ERR_MANIFEST", 'format is "tflite"')
     edited(
         "model",
         lambda m: m.update(model="vit_b"),
         "SAMFAST_ERR_MANIFEST",
-        "says model vit_b but encoder.pt was exported for tiny_vit_test",
+        f"says model vit_b but {encoder} was exported for tiny_vit_test",
     )
     edited(
         "weights",
@@ -95,9 +102,7 @@ def broken_sets(tiny: Path, lite: Path, root: Path) -> dict[str, tuple[Path, str
         "SAMFAST_ERR_MANIFEST",
         'normalization "zscore" is unknown',
     )
-    edited(
-        "precision", lambda m: m.update(precision="fp16"), "SAMFAST_ERR_MANIFEST", "a torchscript set is fp32"
-    )
+    edited("precision", lambda m: m.update(precision="fp16"), "SAMFAST_ERR_MANIFEST", f"{fmt} set is fp32")
     edited("no-files", lambda m: m.update(files={}), "SAMFAST_ERR_MANIFEST", '"files" lists no files')
     edited(
         "escape",
@@ -113,32 +118,50 @@ def broken_sets(tiny: Path, lite: Path, root: Path) -> dict[str, tuple[Path, str
     )
 
     folder, manifest = copy("swapped")  # the manifest's graph entries name each other's file
-    manifest["encoder"]["file"], manifest["decoder"]["file"] = "decoder.pt", "encoder.pt"
+    manifest["encoder"]["file"], manifest["decoder"]["file"] = decoder, encoder
     write(folder, manifest)
     cases["encoder and decoder swapped"] = (folder, "SAMFAST_ERR_MANIFEST", "the decoder graph")
 
     folder, _ = copy("missing-file")
-    (folder / "decoder.pt").unlink()
-    cases["decoder.pt missing"] = (folder, "SAMFAST_ERR_MANIFEST", "decoder.pt listed in")
+    (folder / decoder).unlink()
+    cases[f"{decoder} missing"] = (folder, "SAMFAST_ERR_MANIFEST", f"{decoder} listed in")
     folder, _ = copy("truncated")
-    data = (folder / "decoder.pt").read_bytes()
-    (folder / "decoder.pt").write_bytes(data[: len(data) // 2])
-    cases["decoder.pt truncated"] = (folder, "SAMFAST_ERR_MANIFEST", "bytes but the manifest says")
+    data = (folder / decoder).read_bytes()
+    (folder / decoder).write_bytes(data[: len(data) // 2])
+    cases[f"{decoder} truncated"] = (folder, "SAMFAST_ERR_MANIFEST", "bytes but the manifest says")
     folder, _ = copy("altered")
-    data = bytearray((folder / "encoder.pt").read_bytes())
+    data = bytearray((folder / encoder).read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (folder / "encoder.pt").write_bytes(bytes(data))
-    cases["encoder.pt altered, same size"] = (folder, "SAMFAST_ERR_MANIFEST", "does not match its sha256")
+    (folder / encoder).write_bytes(bytes(data))
+    cases[f"{encoder} altered, same size"] = (folder, "SAMFAST_ERR_MANIFEST", "does not match its sha256")
+
+    if fmt == "onnx":
+        edited(
+            "no-split-decoder",
+            lambda m: m.pop("decoder_prompt"),
+            "SAMFAST_ERR_MANIFEST",
+            "has no split decoder",
+        )
+        folder, manifest = copy("not-onnx")  # garbage with a matching sha256: the reader must refuse it
+        (folder / "decoder_prompt.onnx").write_bytes(b"not a protobuf" * 100)
+        manifest["files"].update(file_entries(folder, ["decoder_prompt.onnx"]))
+        write(folder, manifest)
+        cases["decoder_prompt.onnx is not ONNX"] = (
+            folder,
+            "SAMFAST_ERR_MANIFEST",
+            "is not a readable ONNX graph",
+        )
 
     folder, manifest = copy("engine")
     manifest.update(format="engine", precision="fp16")
     write(folder, manifest)
-    cases["TensorRT engine set"] = (folder, "SAMFAST_ERR_UNSUPPORTED", "built without TensorRT")
+    without = "built without TensorRT" if libtorch else "built without LibTorch (SAMFAST_WITH_LIBTORCH=OFF)"
+    cases["TensorRT engine set"] = (folder, "SAMFAST_ERR_UNSUPPORTED", without)
     return cases
 
 
-def opening(lib: Library, fixtures: Path) -> None:
-    tiny, lite = fixtures / "sets" / "tiny_vit_test", fixtures / "sets" / "litemedsam"
+def opening(lib: Library, fixtures: Path, fmt: str) -> None:
+    tiny = fixtures / "sets" / fmt / "tiny_vit_test"
     check(
         "open: missing folder",
         lambda: lib.open(fixtures / "no-such-set"),
@@ -149,7 +172,21 @@ def opening(lib: Library, fixtures: Path) -> None:
     check(
         "open: unknown device", lambda: lib.open(tiny, "tpu"), "SAMFAST_ERR_INVALID_ARGUMENT", 'device "tpu"'
     )
-    for name, (folder, status, text) in broken_sets(tiny, lite, fixtures / "broken").items():
+    other = {"onnx": "libtorch", "torchscript": "openvino"}[fmt]
+    check(
+        f"open: {fmt} set with backend {other}",
+        lambda: lib.open(tiny, backend=other),
+        "SAMFAST_ERR_INVALID_ARGUMENT",
+        f"its format is {fmt}",
+    )
+    check(
+        "open: negative cache_slices",
+        lambda: lib.open(tiny, cache_slices=-3),
+        "SAMFAST_ERR_INVALID_ARGUMENT",
+        "cache_slices must be between 1 and",
+    )
+    broken = broken_sets(tiny, fmt, lib.has_backend("libtorch"), fixtures / f"broken-{fmt}")
+    for name, (folder, status, text) in broken.items():
         if status == "SAMFAST_ERR_UNSUPPORTED" and lib.lib.samfast_has_tensorrt():
             continue  # a TensorRT build goes on to check the engines themselves
         check(f"open: {name}", lambda folder=folder: lib.open(folder).close(), status, text)
@@ -164,9 +201,9 @@ def python_refuses(predictor: Predictor, prompt: dict) -> bool:
     return False
 
 
-def predicting(lib: Library, fixtures: Path) -> None:
+def predicting(lib: Library, fixtures: Path, fmt: str) -> None:
     image = np.load(fixtures / "demo" / "slice.npy")
-    model = lib.open(fixtures / "sets" / "litemedsam")
+    model = lib.open(fixtures / "sets" / fmt / "litemedsam")
     check(
         "predict before set_slice",
         lambda: model.predict(box=[54, 134, 98, 194]),
@@ -195,7 +232,7 @@ def predicting(lib: Library, fixtures: Path) -> None:
     model.set_slice(image, (1.0, 1.0))
     reference_mask = model.predict(box=[54, 134, 98, 194])[0]
 
-    predictor = Predictor("litemedsam", backend="torchscript", log=lambda _: None)
+    predictor = Predictor("litemedsam", backend=PYTHON_BACKEND[fmt], log=lambda _: None)
     predictor.set_image(image)
     prompts = {
         "box past the right edge": (
@@ -282,10 +319,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lib", required=True)
     parser.add_argument("--fixtures", type=Path, required=True)
+    parser.add_argument("--format", choices=sorted(SUFFIX), default="onnx")
     args = parser.parse_args()
     lib = Library(args.lib)
-    opening(lib, args.fixtures)
-    predicting(lib, args.fixtures)
+    opening(lib, args.fixtures, args.format)
+    predicting(lib, args.fixtures, args.format)
     failed = sum(not ok for _, ok, _ in results)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0

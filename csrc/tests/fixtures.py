@@ -1,9 +1,10 @@
 """ctest fixture: the exported sets and the demo slice the C tests use.
 
 Exports (or reuses, when the cache's manifest and hashes still match) the LiteMedSAM and the
-tiny_vit_test TorchScript sets with samfast's own export code into $SAMFAST_ENGINES (ctest points it
-at build/csrc/engines), links them as <out>/sets/<model>, and writes <out>/demo/slice.npy: axial slice
-94 of BraTS20_Demo_001's t1ce, Putz-normalised over the volume (the README's example slice).
+tiny_vit_test sets of each format asked for (onnx: OpenVINO; torchscript: LibTorch) with samfast's
+own export code into $SAMFAST_ENGINES (ctest points it at build/csrc/engines), links them as
+<out>/sets/<format>/<model>, and writes <out>/demo/slice.npy: axial slice 94 of BraTS20_Demo_001's
+t1ce, Putz-normalised over the volume (the README's example slice).
 """
 
 from __future__ import annotations
@@ -37,14 +38,16 @@ def link(target: Path, name: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--formats", default="onnx,torchscript", help="comma-separated export formats")
     args = parser.parse_args()
     if not os.environ.get("SAMFAST_ENGINES"):
         os.environ["SAMFAST_ENGINES"] = str(args.out.parent / "engines")
-    for model, random_weights in SETS.items():
-        weights = resolve_weights(model, None, random_weights)
-        folder = ensure_set(model, weights, "torchscript")
-        link(folder, args.out / "sets" / model)
-        print(f"{model}: {folder}")
+    for fmt in args.formats.split(","):
+        for model, random_weights in SETS.items():
+            weights = resolve_weights(model, None, random_weights)
+            folder = ensure_set(model, weights, fmt)
+            link(folder, args.out / "sets" / fmt / model)
+            print(f"{fmt} {model}: {folder}")
     volume, _ = load_case("BraTS20_Demo_001")
     demo = args.out / "demo"
     demo.mkdir(parents=True, exist_ok=True)

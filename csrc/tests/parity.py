@@ -4,11 +4,16 @@ The C library (through ctypes, the same calls a C host makes) and samfast.Predic
 Putz-normalised BraTS slices with the same prompts: the project's standard parity prompts (tight
 tumour-core box, single and multimask; box + click; foreground + background clicks), Putz et al.'s
 first click alone, and each again with low-res logits fed back as mask_input. Judged against
-Predictor(backend="torchscript") on the same exported files and against the PyTorch fp32 reference
-(backend="torch"): every mask Dice >= 0.999, every |delta predicted IoU| <= 1e-3.
+the Predictor of the same backend on the same exported files (--format onnx: backend="openvino";
+torchscript: backend="torchscript") and against the PyTorch fp32 reference (backend="torch"):
+every mask Dice >= 0.999, every |delta predicted IoU| <= 1e-3.
 
 The tiny_vit_test set (random weights, ImageNet normalisation, 128 input) checks the other
 normalisation and a 3-channel slice; there the low-res logits must agree to 1e-4.
+
+On ONNX sets, where the CPU runs bf16 natively, the C library's bf16 (OpenVINO's inference
+precision hint) is judged against the PyTorch fp32 reference by the Python side's bf16 gate
+(samfast.backends.openvino_backend.PARITY_TOLERANCES["bf16"]).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from common import CASES, dice, load_case, tumour_slices  # noqa: E402
 from samfast_ctypes import Library  # noqa: E402
 
 from samfast import Predictor  # noqa: E402
+from samfast.backends.openvino_backend import PARITY_TOLERANCES, cpu_supports  # noqa: E402
 from samfast.eval.parity import standard_prompts  # noqa: E402
 from samfast.eval.prompts import putz_first_point  # noqa: E402
 from samfast.preprocess import normalize_mr_putz  # noqa: E402
@@ -32,6 +38,7 @@ MIN_DICE = 0.999
 MAX_IOU_DELTA = 1e-3
 SLICES_PER_CASE = 2
 quiet = lambda _: None  # noqa: E731
+PYTHON_BACKEND = {"onnx": "openvino", "torchscript": "torchscript"}
 
 
 def c_predict(model, prompt: dict):
@@ -119,22 +126,27 @@ def demo_slices() -> list[tuple[str, np.ndarray, np.ndarray]]:
     return slices
 
 
-def litemedsam(lib: Library, folder: Path) -> tuple[int, list[str]]:
+def litemedsam(lib: Library, folder: Path, fmt: str) -> tuple[int, list[str]]:
     model = lib.open(folder)
     info = model.info
     print(
-        f"libsamfast {lib.version}: {info['model']} [{info['weights']}] {info['format']} on {info['device']}"
+        f"libsamfast {lib.version}: {info['model']} [{info['weights']}] {info['format']} on "
+        f"{info['backend']} {info['device']}"
     )
-    python_ts = Predictor("litemedsam", backend="torchscript", log=quiet)
-    reference = Predictor("litemedsam", backend="torch", log=quiet)
-    vs_ts, vs_ref = Tally('Predictor("litemedsam", backend="torchscript")'), Tally("PyTorch fp32 reference")
+    python_ts = Predictor("litemedsam", backend=PYTHON_BACKEND[fmt], log=quiet)
+    # TorchScript is also held to the PyTorch fp32 reference here; OpenVINO's Predictor is held
+    # to it by the Python suite (and to the C library here), and bf16 below.
+    reference = Predictor("litemedsam", backend="torch", log=quiet) if fmt == "torchscript" else None
+    vs_ts = Tally(f'Predictor("litemedsam", backend="{PYTHON_BACKEND[fmt]}")')
+    vs_ref = Tally("PyTorch fp32 reference")
     slices = demo_slices()
     for _name, image, truth in slices:
         if truth.sum() == 0:
             continue
         model.set_slice(image)
         python_ts.set_image(image)
-        reference.set_image(image)
+        if reference:
+            reference.set_image(image)
         x, y, _ = putz_first_point(truth)
         prompts = standard_prompts(truth)
         prompts.append({"point_coords": np.array([[x, y]], np.float32), "point_labels": np.array([1])})
@@ -145,19 +157,69 @@ def litemedsam(lib: Library, folder: Path) -> tuple[int, list[str]]:
             for p, ts in ((prompt, ref_ts), (feedback, None)):
                 got = c_predict(model, p)
                 vs_ts.add(prompt_kind(p), ts if ts is not None else py_predict(python_ts, p), got)
-                vs_ref.add(prompt_kind(p), py_predict(reference, p), got)
+                if reference:
+                    vs_ref.add(prompt_kind(p), py_predict(reference, p), got)
     model.close()
     print(f"\n{len(slices)} slices: " + ", ".join(name for name, _, _ in slices))
     vs_ts.print()
-    vs_ref.print()
+    if reference:
+        vs_ref.print()
     return len(vs_ts.rows) + len(vs_ref.rows), vs_ts.failures() + vs_ref.failures()
 
 
-def tiny(lib: Library, folder: Path) -> tuple[int, list[str]]:
+def bf16(lib: Library, folder: Path) -> tuple[int, list[str]]:
+    """bf16 where the CPU runs it natively, judged by the Python side's bf16 gate (each mask's Dice
+    with the PyTorch fp32 reference >= min_mask_dice for min_pass_fraction of the masks, mean
+    |delta IoU| <= max_iou_delta): the C library and Predictor(backend="openvino",
+    precision="bf16") must get the same verdict and pass fractions within 0.1. (Their masks are not
+    compared one to one: in bf16 the C library's split decoder and Python's whole decoder round
+    differently.)"""
+    if not cpu_supports("bf16"):
+        print("\nbf16: this CPU has no native bf16; not judged")
+        return 0, []
+    gate = PARITY_TOLERANCES["bf16"]
+    model = lib.open(folder, precision="bf16")
+    python_bf16 = Predictor("litemedsam", backend="openvino", precision="bf16", log=quiet)
+    reference = Predictor("litemedsam", backend="torch", log=quiet)
+    same, dices, deltas = [], {"C": [], "Python": []}, {"C": [], "Python": []}
+    for _name, image, truth in demo_slices()[:SLICES_PER_CASE]:
+        model.set_slice(image)
+        python_bf16.set_image(image)
+        reference.set_image(image)
+        for prompt in standard_prompts(truth):
+            r_masks, r_iou, _ = py_predict(reference, prompt)
+            answers = {"C": c_predict(model, prompt)[:2], "Python": py_predict(python_bf16, prompt)[:2]}
+            same += [dice(a, b) for a, b in zip(answers["C"][0], answers["Python"][0], strict=True)]
+            for side, (masks, iou) in answers.items():
+                dices[side] += [dice(a, b) for a, b in zip(r_masks, masks, strict=True)]
+                deltas[side] += list(np.abs(np.asarray(r_iou) - np.asarray(iou)))
+    model.close()
+    verdicts, fractions = {}, {}
+    print(f"\nbf16, {len(same)} masks: C vs Python bf16 min Dice {min(same):.5f}")
+    for side in dices:
+        passing = fractions[side] = float(np.mean(np.asarray(dices[side]) >= gate["min_mask_dice"]))
+        mean_delta = float(np.mean(deltas[side]))
+        verdicts[side] = passing >= gate["min_pass_fraction"] and mean_delta <= gate["max_iou_delta"]
+        verdict = "passes" if verdicts[side] else "FAILS the bf16 gate"
+        print(
+            f"  {side} bf16 vs PyTorch fp32 reference: {passing:.1%} of masks Dice >= "
+            f"{gate['min_mask_dice']} (gate {gate['min_pass_fraction']:.0%}), mean |dIoU| "
+            f"{mean_delta:.2e} (gate {gate['max_iou_delta']}): {verdict}"
+        )
+    failures = []
+    if abs(fractions["C"] - fractions["Python"]) > 0.1:
+        failures.append(f"bf16 gate pass fractions differ by more than 0.1: {fractions}")
+    if verdicts["C"] != verdicts["Python"]:
+        failures.append(f"bf16 gate verdicts differ: {verdicts}")
+    return 2, failures
+
+
+def tiny(lib: Library, folder: Path, fmt: str) -> tuple[int, list[str]]:
     """ImageNet normalisation and 3-channel input, on the random-weights test model."""
     model = lib.open(folder)
-    python_ts = Predictor("tiny_vit_test", backend="torchscript", random_weights=True, log=quiet)
-    tally = Tally('Predictor("tiny_vit_test", backend="torchscript"), random weights')
+    backend = PYTHON_BACKEND[fmt]
+    python_ts = Predictor("tiny_vit_test", backend=backend, random_weights=True, log=quiet)
+    tally = Tally(f'Predictor("tiny_vit_test", backend="{backend}"), random weights')
     volume, truth = load_case(CASES[0])
     scaled = normalize_mr_putz(volume)
     z = tumour_slices(truth, 1)[0]
@@ -176,11 +238,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lib", required=True)
     parser.add_argument("--fixtures", type=Path, required=True)
+    parser.add_argument("--format", choices=sorted(PYTHON_BACKEND), default="onnx")
     args = parser.parse_args()
     lib = Library(args.lib)
-    checks, failures = litemedsam(lib, args.fixtures / "sets" / "litemedsam")
-    more, failed = tiny(lib, args.fixtures / "sets" / "tiny_vit_test")
+    sets = args.fixtures / "sets" / args.format
+    checks, failures = litemedsam(lib, sets / "litemedsam", args.format)
+    more, failed = tiny(lib, sets / "tiny_vit_test", args.format)
     checks, failures = checks + more, failures + failed
+    if args.format == "onnx":
+        more, failed = bf16(lib, sets / "litemedsam")
+        checks, failures = checks + more, failures + failed
     print()
     for line in failures:
         print("FAIL", line)

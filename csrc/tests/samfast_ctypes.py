@@ -45,6 +45,18 @@ class Info(ctypes.Structure):
         ("embedding_channels", ctypes.c_int),
         ("embedding_height", ctypes.c_int),
         ("embedding_width", ctypes.c_int),
+        ("cache_slices", ctypes.c_int),
+        ("slice_bytes", ctypes.c_size_t),
+    ]
+
+
+class Options(ctypes.Structure):
+    _fields_ = [
+        ("backend", ctypes.c_char_p),
+        ("device", ctypes.c_char_p),
+        ("precision", ctypes.c_char_p),
+        ("cache_slices", ctypes.c_int),
+        ("threads", ctypes.c_int),
     ]
 
 
@@ -92,7 +104,14 @@ class Library:
         lib.samfast_last_error.restype = ctypes.c_char_p
         lib.samfast_has_tensorrt.restype = ctypes.c_int
         lib.samfast_set_num_threads.argtypes = [ctypes.c_int]
+        lib.samfast_has_backend.restype = ctypes.c_int
+        lib.samfast_has_backend.argtypes = [ctypes.c_char_p]
         lib.samfast_open.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
+        lib.samfast_open_with.argtypes = [
+            ctypes.c_char_p,
+            ctypes.POINTER(Options),
+            ctypes.POINTER(ctypes.c_void_p),
+        ]
         lib.samfast_close.argtypes = [ctypes.c_void_p]
         lib.samfast_close.restype = None
         lib.samfast_get_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(Info)]
@@ -123,20 +142,39 @@ class Library:
     def set_num_threads(self, n: int) -> None:
         self.check(self.lib.samfast_set_num_threads(n))
 
-    def open(self, folder, device: str | None = None) -> Model:
-        return Model(self, folder, device)
+    def has_backend(self, name: str) -> bool:
+        return bool(self.lib.samfast_has_backend(name.encode()))
+
+    def open(self, folder, device: str | None = None, **options) -> Model:
+        """``options``: samfast_options fields (backend, precision, cache_slices, threads); with
+        any given, samfast_open_with is called, else samfast_open."""
+        return Model(self, folder, device, options or None)
 
 
 class Model:
-    def __init__(self, library: Library, folder, device: str | None = None) -> None:
+    def __init__(
+        self, library: Library, folder, device: str | None = None, options: dict | None = None
+    ) -> None:
         self.library = library
         self.handle = ctypes.c_void_p()
         encoded = None if folder is None else str(folder).encode()
-        library.check(
-            library.lib.samfast_open(
-                encoded, None if device is None else device.encode(), ctypes.byref(self.handle)
+        device_bytes = None if device is None else device.encode()
+        if options is None:
+            status = library.lib.samfast_open(encoded, device_bytes, ctypes.byref(self.handle))
+        else:
+            text = {
+                k: None if options.get(k) is None else str(options[k]).encode()
+                for k in ("backend", "precision")
+            }
+            opts = Options(
+                text["backend"],
+                device_bytes,
+                text["precision"],
+                int(options.get("cache_slices", 0)),
+                int(options.get("threads", 0)),
             )
-        )
+            status = library.lib.samfast_open_with(encoded, ctypes.byref(opts), ctypes.byref(self.handle))
+        library.check(status)
         info = Info()
         library.check(library.lib.samfast_get_info(self.handle, ctypes.byref(info)))
         self.info = {
