@@ -18,7 +18,7 @@ from samfast.errors import InputError
 
 
 def print_formats() -> None:
-    from samfast.export.formats import EXPORT_FORMATS
+    from samfast.artifacts.formats import EXPORT_FORMATS
 
     table = Table("format", "suffix", "precisions", "needs", "loaded by", title="export formats")
     for f in EXPORT_FORMATS.values():
@@ -60,6 +60,7 @@ def export(
     list_formats: Annotated[bool, typer.Option("--list", help="Print the format table and exit.")] = False,
 ) -> None:
     """Export encoder and decoder, check parity against PyTorch fp32 on real slices, write a manifest."""
+    from samfast.eval.verify import verify_set
     from samfast.export.artifacts import ParityFailure
     from samfast.export.exporter import ExportRequest, export_model
 
@@ -85,7 +86,8 @@ def export(
     )
     console = Console(stderr=True)
     try:
-        outcomes = export_model(request, log=lambda m: console.print(m, markup=False, highlight=False))
+        log = lambda m: console.print(m, markup=False, highlight=False)  # noqa: E731
+        outcomes = export_model(request, log=log, verify_set=verify_set)
     except ParityFailure as failure:
         typer.echo(f"error: {failure}", err=True)
         raise typer.Exit(1) from None

@@ -22,7 +22,7 @@ class Volume:
 
     path: Path
     image: sitk.Image
-    series: object | None = None  # samfast.clinical.dicom_series.DicomSeries
+    series: object | None = None  # samfast.io.dicom_series.DicomSeries
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -53,7 +53,7 @@ def load_volume(path: str | Path) -> Volume:
 
     path = Path(path)
     if path.is_dir():
-        from samfast.clinical.dicom_series import read_dicom_series
+        from samfast.io.dicom_series import read_dicom_series
 
         image, series = read_dicom_series(path)
         return Volume(path, image, series)

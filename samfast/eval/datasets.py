@@ -183,7 +183,7 @@ def read_pairs_csv(path: str | Path) -> tuple[list[Case], list[Skipped]]:
 
 def _read(path: Path) -> sitk.Image:
     if path.is_dir():  # a DICOM series: one series, no missing slices, even spacing (checked there)
-        from samfast.clinical.dicom_series import read_dicom_series
+        from samfast.io.dicom_series import read_dicom_series
 
         return read_dicom_series(path)[0]
     return read_image(path)
