@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from samfast.cli._common import guarded
+from samfast.cli.options import Checkpoint, RandomWeights
 from samfast.errors import InputError
 
 
@@ -40,12 +41,8 @@ def export(
         str, typer.Option("--precision", "-p", help="fp32 or fp16 (fp16: engines).")
     ] = "fp32",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Root folder (default: engines/).")] = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="Official checkpoint (sha256 checked).")
-    ] = None,
-    random_weights: Annotated[
-        bool, typer.Option("--random-weights", help="Random weights, stamped as such.")
-    ] = False,
+    checkpoint: Checkpoint = None,
+    random_weights: RandomWeights = False,
     max_prompts: Annotated[
         int, typer.Option("--max-prompts", help="Decoder prompt batch limit (engines).")
     ] = 64,
