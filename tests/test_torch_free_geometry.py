@@ -144,3 +144,60 @@ def test_onnxruntime_and_openvino_predictors_never_import_torch(backend, engine_
     same.set_image(image)
     masks, iou, _ = same.predict(box=np.array([60, 70, 140, 150]), multimask_output=False)
     assert result["area"] == int(masks.sum()) > 0 and abs(result["iou"] - float(iou[0])) < 1e-6
+
+
+_COMMANDS_NO_TORCH = """
+import importlib.abc, json, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "segment_anything"):
+            raise ImportError(f"{name} is blocked: the onnxruntime path must not import it")
+sys.meta_path.insert(0, Block())
+from samfast.cli import app
+volume, out = sys.argv[1], sys.argv[2]
+done = {}
+for name, args in (
+    ("bench", ["bench", "brats", "--cases", "1", "--slices-per-case", "1", "--out", out + "/b"]),
+    ("segment", ["segment", volume, "--box", "20", "20", "1", "70", "70", "2", "--out", out + "/m.nii.gz"]),
+):
+    try:
+        app(args, standalone_mode=False)
+        done[name] = 0
+    except SystemExit as stop:
+        done[name] = stop.code
+from fastapi.testclient import TestClient
+from samfast import Predictor
+from samfast.serve.app import create_app
+key = "k" * 24
+client = TestClient(create_app(Predictor(log=lambda m: None), key, 2, 4, 2**24))
+opened = client.post("/sessions", json={"path": volume}, headers={"X-API-Key": key})
+session = opened.json()["session"]
+clicked = client.post(
+    f"/sessions/{session}/prompt", json={"slice": 1, "box": [20, 20, 70, 70]}, headers={"X-API-Key": key}
+)
+done["serve"] = clicked.status_code
+print(json.dumps({"done": done, "torch": "torch" in sys.modules}))
+"""
+
+
+def test_bench_segment_and_serve_on_onnxruntime_never_import_torch(engine_dir, tmp_path):
+    import SimpleITK as sitk
+
+    from samfast.export.cache import ensure_onnx
+    from samfast.models import resolve_weights
+
+    ensure_onnx("litemedsam", resolve_weights("litemedsam"), engine_dir, log=lambda m: None)
+    case = REPO / "data" / "brats_demo" / "BraTS20_Demo_001" / "BraTS20_Demo_001_t1ce.nii.gz"
+    image = sitk.ReadImage(str(case))
+    sitk.WriteImage(image[60:156, 90:186, 75:79], str(tmp_path / "crop.nii.gz"))  # 4 tumour slices
+    run = subprocess.run(
+        [sys.executable, "-c", _COMMANDS_NO_TORCH, str(tmp_path / "crop.nii.gz"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result == {"done": {"bench": 0, "segment": 0, "serve": 200}, "torch": False}, run.stderr[-3000:]
+    assert (tmp_path / "b" / "results.jsonl").stat().st_size > 0 and (tmp_path / "m.nii.gz").is_file()
