@@ -1,7 +1,7 @@
 """Which parts of LiteMedSAM tolerate reduced precision? Each variant is judged by the parity table.
 
 Runs the reference (torch fp32) and one candidate per variant on the parity slices
-(samfast.export.verify.parity_slices: real demo tumour slices) with the standard prompts
+(samfast.eval.verify.parity_slices: real demo tumour slices) with the standard prompts
 (samfast.eval.parity.compare_predictors) and prints, per variant, the embedding error, the share
 of prompts whose mask reaches Dice 0.99 and whether the fp16-class row passes (Dice >= 0.99 on
 >= 99 % of prompts, mean |Δ IoU| <= 0.005). Variants:
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from samfast.artifacts.manifest import dist_version
 from samfast.backends.torch_backend import TorchBackend
 from samfast.eval.parity import compare_predictors
-from samfast.export.manifest import dist_version
-from samfast.export.verify import parity_slices
+from samfast.eval.verify import parity_slices
 from samfast.models import build_model
 from samfast.runtime.predictor import Predictor
 

@@ -25,9 +25,9 @@ from conftest import CASE, CASE_DIR, TUMOUR_CORE
 from test_latency import CpuWatch, load_average
 
 from samfast import preprocess
+from samfast.artifacts.manifest import dist_version
 from samfast.backends import Prompts
 from samfast.eval.protocols import run_points_putz
-from samfast.export.manifest import dist_version
 from samfast.runtime.batched_protocol import batched_points_putz
 from samfast.runtime.embedding_cache import EmbeddingCache
 from samfast.runtime.predictor import Predictor

@@ -1,15 +1,13 @@
 """Intensity normalisation and SAM input geometry for medical images.
-Pure numpy/torch functions; intensity outputs are float32 in [0, 255], never uint8."""
+Pure numpy functions (no torch: the ONNX Runtime / OpenVINO path never imports it); intensity
+outputs are float32 in [0, 255], never uint8. Resizing reproduces torch's F.interpolate."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from segment_anything.utils.transforms import ResizeLongestSide
 
 # (level, width) in HU. MedSAM's [-500, 1000] and Ren et al.'s soft-tissue window.
 CT_WINDOW_MEDSAM: tuple[float, float] = (250.0, 1500.0)
@@ -156,9 +154,64 @@ def normalize(image: np.ndarray, preset: str) -> np.ndarray:
 def preprocess_shape(original_size: tuple[int, int], target_length: int) -> tuple[int, int]:
     """(H, W) once the longest side of ``original_size`` is scaled to ``target_length``.
 
-    Same rounding as ``ResizeLongestSide.get_preprocess_shape``.
+    Same rounding as segment-anything's ``ResizeLongestSide.get_preprocess_shape``.
     """
-    return ResizeLongestSide.get_preprocess_shape(original_size[0], original_size[1], target_length)
+    height, width = original_size
+    scale = target_length * 1.0 / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+@cache
+def interpolation_weights(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
+    """(n_out, n_in) float32 matrix of torch's 1-D bilinear resampling, align_corners=False.
+
+    ``antialias``: torch's separable antialiased kernel (upsample_bilinear2d_aa, PIL's rule): when
+    shrinking, the triangle filter widens by the scale; weights are normalised per output pixel.
+    Without it, plain bilinear (upsample_bilinear2d): two taps, the source index clamped at 0.
+    Both compute the scale and centres in float32, as torch's CPU kernels do for float inputs;
+    that is what makes the results agree with torch to a unit in the last place.
+    """
+    f32 = np.float32
+    scale = f32(n_in) / f32(n_out)
+    weights = np.zeros((n_out, n_in), f32)
+    rows = np.arange(n_out)
+    if antialias:
+        wide = scale >= 1.0
+        support = scale if wide else f32(1.0)
+        invscale = f32(1.0) / scale if wide else f32(1.0)
+        centre = scale * (rows.astype(f32) + f32(0.5))
+        low = np.maximum(np.trunc(centre - support + f32(0.5)), 0).astype(int)
+        high = np.minimum(np.trunc(centre + support + f32(0.5)), n_in).astype(int)
+        taps = np.arange(n_in)
+        distance = (taps[None, :].astype(f32) - centre[:, None] + f32(0.5)) * invscale
+        weights[:] = np.clip(f32(1.0) - np.abs(distance), 0, None)
+        weights[(taps[None, :] < low[:, None]) | (taps[None, :] >= high[:, None])] = 0
+        totals = weights.sum(axis=1, keepdims=True)
+        return np.divide(weights, totals, out=weights, where=totals != 0)
+    # scale * (i + 0.5) - 0.5 rounded once to float32 (a fused multiply-add in torch's kernel)
+    source = (np.float64(scale) * (rows + 0.5) - 0.5).astype(f32)
+    source = np.maximum(source, f32(0.0))
+    first = source.astype(int)  # truncation, as the C++ cast
+    second = np.minimum(first + 1, n_in - 1)
+    frac = (source - first.astype(f32)).astype(f32)
+    np.add.at(weights, (rows, first), f32(1.0) - frac)
+    np.add.at(weights, (rows, second), frac)
+    return weights
+
+
+def resize_bilinear(array: np.ndarray, size: tuple[int, int], antialias: bool = False) -> np.ndarray:
+    """Resize the last two axes (H, W) of ``array`` to ``size`` as
+    ``F.interpolate(mode="bilinear", align_corners=False, antialias=antialias)`` does: width
+    first, then height, each axis left alone when its size does not change (as torch does)."""
+    out = np.asarray(array, dtype=np.float32)
+    height, width = out.shape[-2:]
+    if width != size[1]:
+        out = out @ interpolation_weights(width, int(size[1]), antialias).T
+    if height != size[0]:
+        out = np.swapaxes(
+            np.swapaxes(out, -1, -2) @ interpolation_weights(height, int(size[0]), antialias).T, -1, -2
+        )
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def resize_longest_side(image: np.ndarray, target_length: int) -> np.ndarray:
@@ -169,15 +222,15 @@ def resize_longest_side(image: np.ndarray, target_length: int) -> np.ndarray:
     arr = np.asarray(image, dtype=np.float32)
     if arr.ndim not in (2, 3):
         raise ValueError(f"expected H x W or H x W x C image, got shape {arr.shape}")
-    hwc = arr[:, :, None] if arr.ndim == 2 else arr
-    tensor = torch.from_numpy(np.ascontiguousarray(hwc)).permute(2, 0, 1)[None]
-    # ResizeLongestSide.apply_image_torch sizes its output from shape[0], shape[1] of a
-    # BCHW tensor, i.e. batch and channels (segment-anything issue #218), so we reuse
-    # its size rule and interpolation settings rather than the method itself.
-    size = preprocess_shape((hwc.shape[0], hwc.shape[1]), target_length)
-    out = F.interpolate(tensor, size, mode="bilinear", align_corners=False, antialias=True)
-    result = out[0].permute(1, 2, 0).numpy().astype(np.float32)
-    return result[:, :, 0] if arr.ndim == 2 else result
+    # ResizeLongestSide.apply_image_torch sizes its output from shape[0], shape[1] of a BCHW
+    # tensor, i.e. batch and channels (segment-anything issue #218), so we reuse its size rule and
+    # interpolation settings rather than the method itself.
+    size = preprocess_shape(arr.shape[:2], target_length)
+    if arr.ndim == 2:
+        return resize_bilinear(arr, size, antialias=True)
+    return np.ascontiguousarray(
+        resize_bilinear(arr.transpose(2, 0, 1), size, antialias=True).transpose(1, 2, 0)
+    )
 
 
 def pad_to_square(image: np.ndarray, size: int, value: float = 0.0) -> np.ndarray:
@@ -203,8 +256,7 @@ def transform_coords(coords: np.ndarray, original_size: tuple[int, int], target_
     coords = np.asarray(coords)
     if coords.ndim < 1 or coords.shape[-1] != 2:
         raise ValueError(f"coords must end in a dimension of 2 (x, y), got shape {coords.shape}")
-    out = ResizeLongestSide(target_length).apply_coords(coords, tuple(original_size))
-    return out.astype(np.float32)
+    return _scale_coords(coords, original_size, target_length).astype(np.float32)
 
 
 def transform_boxes(boxes: np.ndarray, original_size: tuple[int, int], target_length: int) -> np.ndarray:
@@ -215,6 +267,15 @@ def transform_boxes(boxes: np.ndarray, original_size: tuple[int, int], target_le
     boxes = np.asarray(boxes)
     if boxes.ndim not in (1, 2) or boxes.shape[-1] != 4:
         raise ValueError(f"boxes must have shape (4,) or (B, 4), got {boxes.shape}")
-    out = ResizeLongestSide(target_length).apply_boxes(boxes, tuple(original_size))
-    # apply_boxes always returns B x 4; keep a single box as a single box.
+    out = _scale_coords(boxes.reshape(-1, 2, 2), original_size, target_length)
     return out.reshape(boxes.shape).astype(np.float32)
+
+
+def _scale_coords(coords: np.ndarray, original_size: tuple[int, int], target_length: int) -> np.ndarray:
+    """segment-anything's ResizeLongestSide.apply_coords: (x, y) scaled in float64 per axis."""
+    old_h, old_w = original_size
+    new_h, new_w = preprocess_shape((old_h, old_w), target_length)
+    out = np.array(coords, dtype=float)
+    out[..., 0] = out[..., 0] * (new_w / old_w)
+    out[..., 1] = out[..., 1] * (new_h / old_h)
+    return out

@@ -10,8 +10,8 @@ import json
 import onnx
 import pytest
 
+from samfast.artifacts.manifest import read_manifest
 from samfast.export.cache import ensure_onnx, onnx_dir
-from samfast.export.manifest import read_manifest
 from samfast.export.onnx_export import export_onnx
 from samfast.models import build_model, resolve_weights
 from samfast.models.checkpoints import sha256_file

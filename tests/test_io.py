@@ -337,3 +337,29 @@ def test_find_demo_data(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(InputError) as excinfo:
         find_demo_data()
     assert "SAMFAST_DEMO_DATA" in one_line_input_error(excinfo)
+
+
+@pytest.mark.parametrize("plane", ["axial", "coronal", "sagittal"])
+def test_every_slice_is_the_plane_view(t1ce: sitk.Image, plane: str) -> None:
+    """get_slice, the bench's plane view and SliceGeometry agree on each plane's slices (one view)."""
+    from samfast.io.planes import from_plane_view, plane_view
+
+    volume = sitk.GetArrayFromImage(t1ce).astype(np.float32)
+    view = plane_view(volume, plane)
+    for index in (0, view.shape[0] // 2, view.shape[0] - 1):
+        np.testing.assert_array_equal(get_slice(t1ce, index, plane), view[index])
+        assert SliceGeometry.from_image(t1ce, index, plane).slice_shape == view[index].shape
+    np.testing.assert_array_equal(from_plane_view(view, plane), volume)
+
+
+def test_read_volume_reads_files_and_refuses_what_is_not_a_3d_scalar(t1ce, tmp_path: Path) -> None:
+    from samfast.io import read_volume
+
+    image, series = read_volume(T1CE, scalar_3d=True)
+    assert series is None and image.GetSize() == t1ce.GetSize()
+    picture = tmp_path / "slice.png"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 9), np.uint8)), str(picture))
+    assert read_volume(picture)[0].GetDimension() == 2
+    with pytest.raises(InputError) as excinfo:
+        read_volume(picture, scalar_3d=True)
+    assert "need a 3D single-channel volume, got 2D" in one_line_input_error(excinfo)

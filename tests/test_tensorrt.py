@@ -44,8 +44,8 @@ def test_imports_and_refusal_without_tensorrt(tmp_path):
 
 @pytest.fixture(scope="module")
 def built(engine_dir, tmp_path_factory):
+    from samfast.artifacts.manifest import write_manifest
     from samfast.export.cache import ensure_onnx
-    from samfast.export.manifest import write_manifest
     from samfast.models import get_spec, resolve_weights
 
     onnx_folder = ensure_onnx("litemedsam", resolve_weights("litemedsam"), engine_dir)

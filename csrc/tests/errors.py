@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from samfast_ctypes import Info, Library, SamfastCError  # noqa: E402
 
 from samfast import Predictor  # noqa: E402
+from samfast.artifacts.manifest import file_entries  # noqa: E402
 from samfast.errors import InputError  # noqa: E402
-from samfast.export.manifest import file_entries  # noqa: E402
 
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
 PYTHON_BACKEND = {"onnx": "openvino", "torchscript": "torchscript"}

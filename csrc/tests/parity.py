@@ -13,13 +13,14 @@ normalisation and a 3-channel slice; there the low-res logits must agree to 1e-4
 
 On ONNX sets, where the CPU runs bf16 natively, the C library's bf16 (OpenVINO's inference
 precision hint) is judged against the PyTorch fp32 reference by the Python side's bf16 gate
-(samfast.backends.openvino_backend.PARITY_TOLERANCES["bf16"]).
+(samfast.eval.parity.TOLERANCES[("openvino", "bf16")]).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,11 @@ from common import CASES, dice, load_case, tumour_slices  # noqa: E402
 from samfast_ctypes import Library  # noqa: E402
 
 from samfast import Predictor  # noqa: E402
-from samfast.backends.openvino_backend import PARITY_TOLERANCES, cpu_supports  # noqa: E402
-from samfast.eval.parity import standard_prompts  # noqa: E402
+from samfast.backends.openvino_backend import cpu_supports  # noqa: E402
+from samfast.eval.parity import (
+    TOLERANCES,  # noqa: E402
+    standard_prompts,  # noqa: E402
+)
 from samfast.eval.prompts import putz_first_point  # noqa: E402
 from samfast.preprocess import normalize_mr_putz  # noqa: E402
 
@@ -177,7 +181,7 @@ def bf16(lib: Library, folder: Path) -> tuple[int, list[str]]:
     if not cpu_supports("bf16"):
         print("\nbf16: this CPU has no native bf16; not judged")
         return 0, []
-    gate = PARITY_TOLERANCES["bf16"]
+    gate = asdict(TOLERANCES[("openvino", "bf16")])
     model = lib.open(folder, precision="bf16")
     python_bf16 = Predictor("litemedsam", backend="openvino", precision="bf16", log=quiet)
     reference = Predictor("litemedsam", backend="torch", log=quiet)

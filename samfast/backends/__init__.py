@@ -1,6 +1,8 @@
 """Backends behind one protocol (encode / decode / describe), created by name.
 
 Each backend module is imported only when asked for, so TensorRT or onnxruntime stay optional.
+Creating a backend never exports: a missing set raises samfast.artifacts.layout.MissingSet, and
+the caller builds it (samfast.runtime.sets) and says so.
 """
 
 from __future__ import annotations
@@ -9,20 +11,14 @@ import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
+from samfast.artifacts.layout import BACKEND_FORMATS, find_set
 from samfast.backends.base import Backend, Prompts
 from samfast.errors import InputError
-from samfast.models import WeightsInfo, build_model, get_spec
+from samfast.models import WeightsInfo, get_spec
 
 __all__ = ["BACKENDS", "Backend", "Prompts", "backend_status", "create_backend"]
 
-BACKENDS = ("torch", "onnxruntime", "openvino", "torchscript", "tensorrt")
-# backend -> the export format it runs (OpenVINO reads the ONNX set)
-BACKEND_FORMATS = {
-    "onnxruntime": "onnx",
-    "openvino": "onnx",
-    "torchscript": "torchscript",
-    "tensorrt": "engine",
-}
+BACKENDS = ("torch", *BACKEND_FORMATS)
 
 
 def create_backend(
@@ -36,24 +32,28 @@ def create_backend(
     threads: int | None = None,
 ) -> Backend:
     """``threads`` sets ONNX Runtime's intra-op pool; torch's pool is process-wide
-    (torch.set_num_threads), so it is left to the caller."""
+    (torch.set_num_threads), so it is left to the caller. Raises MissingSet when the set this
+    backend runs is not in ``engine_dir`` (or is stale)."""
     spec = get_spec(model_name)
     if name == "torch":
         from samfast.backends.torch_backend import TorchBackend
+        from samfast.models import build_model
 
         return TorchBackend(build_model(spec.name, weights=weights), device, precision)
     if name not in BACKEND_FORMATS:
         raise InputError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
-    from samfast.export.cache import ensure_set
-
-    # ONNX/TorchScript sets are fp32 graphs; engines are built per precision.
-    set_precision = precision if name == "tensorrt" else "fp32"
-    folder = ensure_set(spec.name, weights, BACKEND_FORMATS[name], set_precision, engine_dir, log=log)
+    folder = find_set(spec, weights, BACKEND_FORMATS[name], set_precision(name, precision), engine_dir)
     if name == "openvino":
         from samfast.backends.openvino_backend import OpenVinoBackend
 
         return OpenVinoBackend(folder, spec.low_res_size, device, precision, threads=threads)
     return open_set(BACKEND_FORMATS[name], folder, spec, device, precision, threads)
+
+
+def set_precision(backend: str, precision: str) -> str:
+    """The precision of the set a backend runs: ONNX/TorchScript sets are fp32 graphs (OpenVINO's
+    bf16 is a compile hint); engines are built per precision."""
+    return precision if backend == "tensorrt" else "fp32"
 
 
 def open_set(
@@ -77,7 +77,7 @@ def backend_status() -> dict[str, dict]:
     """What this machine can run, for `samfast info` (no heavy imports beyond version lookups)."""
     import torch
 
-    from samfast.export.manifest import dist_version as version
+    from samfast.artifacts.manifest import dist_version as version
 
     cuda = torch.cuda.is_available()
     status = {
@@ -104,7 +104,7 @@ def backend_status() -> dict[str, dict]:
         "note": None if importlib.util.find_spec("openvino") else "pip install .[openvino]",
     }
     status["torchscript"] = {"usable": True, "version": torch.__version__}
-    from samfast.export.tensorrt_build import tensorrt_available
+    from samfast.artifacts.gpu import tensorrt_available
 
     usable, reason = tensorrt_available()
     status["tensorrt"] = {"usable": usable, "version": version("tensorrt"), "note": reason or None}

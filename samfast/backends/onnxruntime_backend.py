@@ -86,7 +86,7 @@ class OnnxRuntimeBackend:
 
     def _session(self, name: str):
         """Each graph's session opens on first use: a decoder-only user never holds the encoder.
-        (ensure_set has checked every file against its sha256 before a backend gets the folder.)"""
+        (find_set has checked every file against its sha256 before a backend gets the folder.)"""
         if name not in self._sessions:
             import onnxruntime as ort
 
@@ -118,11 +118,11 @@ class OnnxRuntimeBackend:
         iou, masks = self.decoder.run(["iou_predictions", "low_res_masks"], feeds)
         return masks, iou
 
-    # -- the decoder split at the prompt (samfast.export.split_decoder) ----------------------
+    # -- the decoder split at the prompt (samfast.export.split_decoder) -------------------------
 
     def image_state(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
         """(B, C, h, w) embeddings -> the decoder's prompt-independent state, B rows."""
-        from samfast.export.split_decoder import STATE_NAMES
+        from samfast.artifacts.graphs import STATE_NAMES
 
         outputs = self._session("decoder_image").run(
             None, {"image_embeddings": np.ascontiguousarray(embeddings, np.float32)}

@@ -14,28 +14,7 @@ from samfast.backends.base import Prompts
 from samfast.errors import InputError
 
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
-
-# Parity tolerances of this backend (registered into samfast.eval.parity.TOLERANCES): fp32 must
-# match the reference as closely as ONNX Runtime; bf16 is judged like the fp16 engines, on masks.
-PARITY_TOLERANCES = {
-    "fp32": dict(rtol=1e-3, atol=1e-4, min_mask_dice=0.999, min_pass_fraction=1.0, max_iou_delta=1e-3),
-    "bf16": dict(
-        rtol=None,
-        atol=None,
-        min_mask_dice=0.99,
-        min_pass_fraction=0.99,
-        max_iou_delta=0.005,
-        iou_delta_is_mean=True,
-    ),
-}
-
-
-def register_parity_tolerances() -> None:
-    """Add this backend's rows to the one parity table (no-op for rows already there)."""
-    from samfast.eval.parity import TOLERANCES, Tolerance
-
-    for precision, values in PARITY_TOLERANCES.items():
-        TOLERANCES.setdefault(("openvino", precision), Tolerance(**values))
+# (Its parity rows, fp32 and bf16, are in samfast.eval.parity.TOLERANCES with the others.)
 
 
 def cpu_supports(precision: str) -> bool:
@@ -65,7 +44,6 @@ class OpenVinoBackend:
             raise InputError(f"openvino precision {precision!r} unknown; choose one of fp32, bf16")
         if not cpu_supports(precision):
             raise InputError(f"this CPU has no native {precision} (needs AVX-512 BF16 or AMX)")
-        register_parity_tolerances()
         config = {
             "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
             # One request at a time, all cores on it: the interactive / per-slice pattern.

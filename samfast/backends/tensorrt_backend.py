@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from samfast.artifacts.gpu import gpu_identity, tensorrt_available
+from samfast.artifacts.manifest import read_manifest
 from samfast.backends.base import Prompts
 from samfast.errors import InputError, SamfastError
-from samfast.export.manifest import read_manifest
-from samfast.export.tensorrt_build import gpu_identity, tensorrt_available
 
 _POINTS = "points in a prompt set (a box counts as 2 points, no box adds a padding point)"
 _LIMITS = {

@@ -16,73 +16,37 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from samfast.cli._common import guarded
+from samfast.cli.options import (
+    Backend,
+    BoxPer,
+    Cases,
+    Checkpoint,
+    Compare,
+    CpusPerWorker,
+    Crop,
+    CropMargin,
+    Device,
+    FeedLogits,
+    Follow,
+    Fresh,
+    GpusPerWorker,
+    MinArea,
+    Model,
+    Normalization,
+    Out,
+    Plane,
+    Protocol,
+    RandomWeights,
+    Ray,
+    Seed,
+    SlicesPerCase,
+    Target,
+    ToleranceMm,
+    Workers,
+)
 from samfast.errors import InputError
 
 app = typer.Typer(help="Benchmarks: accuracy parity with the reference and latency.", no_args_is_help=True)
-
-# Options shared by `bench brats` and `eval`.
-Out = Annotated[Path, typer.Option("--out", "-o", help="Results folder (results.jsonl, summary.*, plots).")]
-Model = Annotated[str, typer.Option("--model", "-m", help="Registry model name.")]
-Backend = Annotated[str, typer.Option("--backend", help="Backend under test.")]
-Compare = Annotated[
-    str | None,
-    typer.Option("--compare", help="Replay the same prompts on this backend (parity), e.g. torch."),
-]
-Protocol = Annotated[
-    str,
-    typer.Option(
-        "--protocol",
-        help="box, box-jitter, box-margin, box-3d, points-putz, points-mazurowski, box-points; "
-        "comma-separated, or all.",
-    ),
-]
-Plane = Annotated[str, typer.Option("--plane", help="axial, coronal, sagittal or tri (all three + vote).")]
-Crop = Annotated[bool, typer.Option("--crop", help="Crop slices to the 3D target extent + margin (Putz).")]
-CropMargin = Annotated[float, typer.Option("--crop-margin-mm", help="Margin of --crop in mm.")]
-Cases = Annotated[int | None, typer.Option("--cases", help="Only the first N cases.")]
-SlicesPerCase = Annotated[
-    int | None,
-    typer.Option("--slices-per-case", help="At most N target slices per case and plane, spread evenly."),
-]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of every random prompt choice.")]
-Target = Annotated[
-    str,
-    typer.Option(
-        "--target", help="tc (labels 1|4; 1|3 in BraTS 2023), wt, et, nonzero, or label values like 1,4."
-    ),
-]
-MinArea = Annotated[int, typer.Option("--min-area", help="Slices need this many target pixels.")]
-Normalization = Annotated[
-    str, typer.Option("--normalization", help="putz, medsam-mr, ct-medsam, ct-ren, pet.")
-]
-Follow = Annotated[
-    str, typer.Option("--follow", help="Mask the next Putz point follows: oracle or suggested.")
-]
-FeedLogits = Annotated[bool, typer.Option("--feed-logits", help="Feed the followed mask's logits back.")]
-BoxPer = Annotated[
-    str, typer.Option("--box-per", help="slice (one tight box) or component (one per region).")
-]
-ToleranceMm = Annotated[float, typer.Option("--nsd-tolerance-mm", help="Surface Dice tolerance in mm.")]
-Checkpoint = Annotated[
-    Path | None, typer.Option("--checkpoint", help="Official checkpoint (sha256 checked).")
-]
-RandomWeights = Annotated[bool, typer.Option("--random-weights", help="Random weights (plumbing only).")]
-Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
-Fresh = Annotated[bool, typer.Option("--fresh", help="Discard earlier results in --out.")]
-Ray = Annotated[
-    str | None,
-    typer.Option(
-        "--ray",
-        help="Spread cases over Ray: local (a private instance for this command), auto (the running "
-        "cluster, RAY_ADDRESS) or an ADDRESS like 10.0.0.5:6379.",
-    ),
-]
-Workers = Annotated[int, typer.Option("--workers", help="Ray workers (actors), each with its own model.")]
-CpusPerWorker = Annotated[
-    float | None,
-    typer.Option("--cpus-per-worker", help="CPUs per Ray worker (default: the cluster's CPUs shared out)."),
-]
-GpusPerWorker = Annotated[float, typer.Option("--gpus-per-worker", help="GPUs per Ray worker (e.g. 0.5).")]
 
 MAX_DELTA_MEAN_IOU = 0.002  # the bench's parity gate with --compare
 MIN_FRACTION_DICE = 0.99

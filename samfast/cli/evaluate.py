@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from samfast.cli import bench as b
+from samfast.cli import options as opt
 from samfast.cli._common import guarded
 from samfast.errors import InputError
 
@@ -24,32 +25,32 @@ def evaluate(
     csv: Annotated[
         Path | None, typer.Option("--csv", help="CSV with columns image,label[,case,grade].")
     ] = None,
-    out: b.Out = Path("runs/eval"),
-    model: b.Model = "litemedsam",
-    backend: b.Backend = "onnxruntime",
-    compare: b.Compare = None,
-    protocol: b.Protocol = "box",
-    plane: b.Plane = "axial",
-    crop: b.Crop = False,
-    crop_margin_mm: b.CropMargin = 20.0,
-    cases: b.Cases = None,
-    slices_per_case: b.SlicesPerCase = None,
-    seed: b.Seed = 0,
-    target: b.Target = "nonzero",
-    min_area: b.MinArea = 100,
-    normalization: b.Normalization = "medsam-mr",
-    follow: b.Follow = "oracle",
-    feed_logits: b.FeedLogits = False,
-    box_per: b.BoxPer = "slice",
-    nsd_tolerance_mm: b.ToleranceMm = 1.0,
-    checkpoint: b.Checkpoint = None,
-    random_weights: b.RandomWeights = False,
-    device: b.Device = "cpu",
-    fresh: b.Fresh = False,
-    ray: b.Ray = None,
-    workers: b.Workers = 1,
-    cpus_per_worker: b.CpusPerWorker = None,
-    gpus_per_worker: b.GpusPerWorker = 0.0,
+    out: opt.Out = Path("runs/eval"),
+    model: opt.Model = "litemedsam",
+    backend: opt.Backend = "onnxruntime",
+    compare: opt.Compare = None,
+    protocol: opt.Protocol = "box",
+    plane: opt.Plane = "axial",
+    crop: opt.Crop = False,
+    crop_margin_mm: opt.CropMargin = 20.0,
+    cases: opt.Cases = None,
+    slices_per_case: opt.SlicesPerCase = None,
+    seed: opt.Seed = 0,
+    target: opt.Target = "nonzero",
+    min_area: opt.MinArea = 100,
+    normalization: opt.Normalization = "medsam-mr",
+    follow: opt.Follow = "oracle",
+    feed_logits: opt.FeedLogits = False,
+    box_per: opt.BoxPer = "slice",
+    nsd_tolerance_mm: opt.ToleranceMm = 1.0,
+    checkpoint: opt.Checkpoint = None,
+    random_weights: opt.RandomWeights = False,
+    device: opt.Device = "cpu",
+    fresh: opt.Fresh = False,
+    ray: opt.Ray = None,
+    workers: opt.Workers = 1,
+    cpus_per_worker: opt.CpusPerWorker = None,
+    gpus_per_worker: opt.GpusPerWorker = 0.0,
 ) -> None:
     """Prompt protocols on generic image/label pairs: --images DIR --labels DIR, or --csv FILE."""
     from samfast.eval.datasets import find_pairs, read_pairs_csv

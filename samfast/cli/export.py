@@ -14,11 +14,12 @@ from rich.console import Console
 from rich.table import Table
 
 from samfast.cli._common import guarded
+from samfast.cli.options import Checkpoint, RandomWeights
 from samfast.errors import InputError
 
 
 def print_formats() -> None:
-    from samfast.export.formats import EXPORT_FORMATS
+    from samfast.artifacts.formats import EXPORT_FORMATS
 
     table = Table("format", "suffix", "precisions", "needs", "loaded by", title="export formats")
     for f in EXPORT_FORMATS.values():
@@ -40,12 +41,8 @@ def export(
         str, typer.Option("--precision", "-p", help="fp32 or fp16 (fp16: engines).")
     ] = "fp32",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Root folder (default: engines/).")] = None,
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="Official checkpoint (sha256 checked).")
-    ] = None,
-    random_weights: Annotated[
-        bool, typer.Option("--random-weights", help="Random weights, stamped as such.")
-    ] = False,
+    checkpoint: Checkpoint = None,
+    random_weights: RandomWeights = False,
     max_prompts: Annotated[
         int, typer.Option("--max-prompts", help="Decoder prompt batch limit (engines).")
     ] = 64,
@@ -60,6 +57,7 @@ def export(
     list_formats: Annotated[bool, typer.Option("--list", help="Print the format table and exit.")] = False,
 ) -> None:
     """Export encoder and decoder, check parity against PyTorch fp32 on real slices, write a manifest."""
+    from samfast.eval.verify import verify_set
     from samfast.export.artifacts import ParityFailure
     from samfast.export.exporter import ExportRequest, export_model
 
@@ -85,7 +83,8 @@ def export(
     )
     console = Console(stderr=True)
     try:
-        outcomes = export_model(request, log=lambda m: console.print(m, markup=False, highlight=False))
+        log = lambda m: console.print(m, markup=False, highlight=False)  # noqa: E731
+        outcomes = export_model(request, log=log, verify_set=verify_set)
     except ParityFailure as failure:
         typer.echo(f"error: {failure}", err=True)
         raise typer.Exit(1) from None

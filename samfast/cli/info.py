@@ -60,7 +60,7 @@ def collect() -> dict:
 
 def executor_status() -> dict:
     """Where `bench brats` / `eval` can run their cases: this process always, Ray when installed."""
-    from samfast.export.manifest import dist_version
+    from samfast.artifacts.manifest import dist_version
 
     version = dist_version("ray")
     return {

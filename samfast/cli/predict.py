@@ -13,12 +13,12 @@ import numpy as np
 import typer
 
 from samfast.cli._common import guarded
+from samfast.cli.options import Backend, Checkpoint, Device, Model, RandomWeights, Target
 from samfast.errors import InputError
 from samfast.eval.datasets import target_mask
 from samfast.eval.metrics import dice
 from samfast.io.atomic import check_output_file, check_writable_folder, full_suffix
-
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+from samfast.io.volumes import VOLUME_SUFFIXES
 
 
 def _normalised_slice(image, index: int | None, preset: str) -> np.ndarray:
@@ -60,15 +60,11 @@ def predict(
     slice_index: Annotated[
         int | None, typer.Option("--slice", "-s", help="Axial slice index (3D volumes).")
     ] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Registry model name.")] = "litemedsam",
-    backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime.")] = "onnxruntime",
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="Official checkpoint file (sha256 checked).")
-    ] = None,
-    random_weights: Annotated[
-        bool, typer.Option("--random-weights", help="Random weights (plumbing tests only).")
-    ] = False,
+    model: Model = "litemedsam",
+    backend: Backend = "onnxruntime",
+    device: Device = "cpu",
+    checkpoint: Checkpoint = None,
+    random_weights: RandomWeights = False,
     normalize: Annotated[
         str,
         typer.Option(
@@ -81,9 +77,7 @@ def predict(
     label: Annotated[
         Path | None, typer.Option("--label", help="Label volume: print Dice of the mask against it.")
     ] = None,
-    target: Annotated[
-        str, typer.Option("--target", help="Label region for --label: tc, wt, et or labels like 1,4.")
-    ] = "tc",
+    target: Target = "tc",
 ) -> None:
     """Segment one slice from a box and/or clicks and write the mask with the source geometry."""
     from samfast import Predictor

@@ -16,14 +16,9 @@ from typing import Annotated
 import typer
 
 from samfast.cli._common import fail, guarded
-from samfast.cli.bench import Target
+from samfast.cli.options import Backend, Checkpoint, Device, Model, RandomWeights, Target
 from samfast.errors import InputError
 from samfast.io.atomic import check_output_file, check_writable_folder
-
-# Options shared with `samfast serve`.
-Model = Annotated[str, typer.Option("--model", "-m", help="Registry model name.")]
-Backend = Annotated[str, typer.Option("--backend", help="torch or onnxruntime.")]
-Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 
 
 def _check_outputs(volume, out: Path | None, rtstruct: Path | None, seg: Path | None) -> None:
@@ -146,8 +141,8 @@ def segment(
     model: Model = "litemedsam",
     backend: Backend = "onnxruntime",
     device: Device = "cpu",
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Official checkpoint file.")] = None,
-    random_weights: Annotated[bool, typer.Option("--random-weights", help="Plumbing tests only.")] = False,
+    checkpoint: Checkpoint = None,
+    random_weights: RandomWeights = False,
     normalize: Annotated[
         str,
         typer.Option(

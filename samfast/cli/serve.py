@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from samfast.cli._common import guarded
-from samfast.cli.segment import Backend, Device, Model
+from samfast.cli.options import Backend, Device, Model
 from samfast.errors import InputError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

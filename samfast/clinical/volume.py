@@ -13,8 +13,9 @@ import SimpleITK as sitk
 from samfast.errors import InputError
 from samfast.io.atomic import atomic_path, full_suffix
 from samfast.io.images import check_written
+from samfast.io.volumes import VOLUME_SUFFIXES, read_volume
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+__all__ = ["VOLUME_SUFFIXES", "Volume", "check_mask_path", "load_volume", "write_volume_mask"]
 
 
 @dataclasses.dataclass
@@ -23,7 +24,7 @@ class Volume:
 
     path: Path
     image: sitk.Image
-    series: object | None = None  # samfast.clinical.dicom_series.DicomSeries
+    series: object | None = None  # samfast.io.dicom_series.DicomSeries
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -49,19 +50,9 @@ class Volume:
 
 
 def load_volume(path: str | Path) -> Volume:
-    """Read a 3D volume file or a DICOM series folder (checked by read_dicom_series)."""
-    from samfast.io import read_image
-
-    path = Path(path)
-    if path.is_dir():
-        from samfast.clinical.dicom_series import read_dicom_series
-
-        image, series = read_dicom_series(path)
-        return Volume(path, image, series)
-    image = read_image(path)
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{path}: need a 3D single-channel volume, got {image.GetDimension()}D")
-    return Volume(path, image)
+    """Read a 3D volume file or a DICOM series folder (samfast.io.volumes.read_volume)."""
+    image, series = read_volume(path, scalar_3d=True)
+    return Volume(Path(path), image, series)
 
 
 def check_mask_path(path: Path) -> None:

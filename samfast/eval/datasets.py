@@ -15,7 +15,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from samfast.errors import InputError
-from samfast.io import check_same_grid, read_image
+from samfast.io import check_same_grid
+from samfast.io.volumes import VOLUME_SUFFIXES as IMAGE_SUFFIXES
+from samfast.io.volumes import read_volume
 
 # BraTS 2020/2021 label the enhancing tumour 4; BraTS 2023 renumbered it 3.
 TARGETS: dict[str, dict[str, tuple[int, ...]]] = {
@@ -24,7 +26,6 @@ TARGETS: dict[str, dict[str, tuple[int, ...]]] = {
 }
 # BraTS 2023 renamed the sequences; users may name either.
 MODALITY_2023 = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 @dataclass(frozen=True)
@@ -200,20 +201,12 @@ def read_pairs_csv(path: str | Path) -> tuple[list[Case], list[Skipped]]:
     return cases, skipped
 
 
-def _read(path: Path) -> sitk.Image:
-    if path.is_dir():  # a DICOM series: one series, no missing slices, even spacing (checked there)
-        from samfast.clinical.dicom_series import read_dicom_series
-
-        return read_dicom_series(path)[0]
-    return read_image(path)
-
-
 def load_case(case: Case, target: str = "tc") -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """(image z,y,x float32, target mask z,y,x bool, spacing x,y,z mm) after checking the grids agree.
 
     Raises InputError for anything that makes the case unusable, including an empty target.
     """
-    image, label = _read(Path(case.image)), _read(Path(case.label))
+    image, label = read_volume(case.image)[0], read_volume(case.label)[0]
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{case.case_id}: image must be a 3D scalar volume")
     check_same_grid(image, label, name=f"{case.case_id} label")

@@ -1,7 +1,6 @@
 """Slices of a (z, y, x) volume in the three planes, Putz's tumour crop and the tri-planar vote.
 
-A plane "view" is the volume transposed so that its first axis walks the slices:
-axial (z, y, x), coronal (y, z, x), sagittal (x, z, y). Views are numpy views, not copies.
+The plane view itself is samfast.io.planes (re-exported here: plane_view, from_plane_view, PLANES).
 """
 
 from __future__ import annotations
@@ -10,30 +9,26 @@ from collections.abc import Sequence
 
 import numpy as np
 
-PLANES = ("axial", "coronal", "sagittal")
-_ORDER = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
+from samfast.io.planes import PLANES, from_plane_view, plane_order, plane_view
 
-
-def _check(plane: str) -> tuple[int, int, int]:
-    if plane not in _ORDER:
-        raise ValueError(f"plane {plane!r}: use one of {', '.join(PLANES)}")
-    return _ORDER[plane]
-
-
-def plane_view(volume: np.ndarray, plane: str) -> np.ndarray:
-    """The volume with ``plane``'s slice axis first (a view, no copy)."""
-    return np.transpose(volume, _check(plane))
-
-
-def from_plane_view(stack: np.ndarray, plane: str) -> np.ndarray:
-    """Inverse of plane_view: a stack of plane slices back in (z, y, x) order."""
-    return np.transpose(stack, np.argsort(_check(plane)))
+__all__ = [
+    "PLANES",
+    "crop_to_target",
+    "from_plane_view",
+    "grown_extent",
+    "majority_vote",
+    "plane_view",
+    "slice_spacing",
+    "spread",
+    "target_slices",
+    "visiting_order",
+]
 
 
 def slice_spacing(spacing_xyz: Sequence[float], plane: str) -> tuple[float, float]:
     """(row, column) mm of one slice in ``plane``, from SimpleITK's (x, y, z) spacing."""
     zyx = tuple(float(s) for s in reversed(tuple(spacing_xyz)))
-    order = _check(plane)
+    order = plane_order(plane)
     return zyx[order[1]], zyx[order[2]]
 
 

@@ -11,8 +11,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from samfast.artifacts.layout import expected_manifest_fields
+from samfast.artifacts.manifest import file_entries, software_versions, utc_now, write_manifest
 from samfast.errors import InputError, SamfastError
-from samfast.export.manifest import EXPORT_SCHEMA, file_entries, software_versions, utc_now, write_manifest
 from samfast.io.atomic import publish_permissions
 
 
@@ -22,26 +23,6 @@ class ParityFailure(SamfastError):
     def __init__(self, message: str, report: dict) -> None:
         super().__init__(message)
         self.report = report
-
-
-def expected_manifest_fields(
-    model_name: str, weights, opset: int | None, precision: str = "fp32", fmt: str = "onnx"
-) -> dict:
-    """The manifest fields that decide whether a cached set can be reused."""
-    fields = {
-        "model": model_name,
-        "format": fmt,
-        "precision": precision,
-        "opset": opset,
-        "schema": EXPORT_SCHEMA,
-        "weights": {k: v for k, v in weights.as_dict().items() if k != "path"},
-    }
-    if fmt == "onnx":  # ONNX sets also hold the split decoder; older graphs are rebuilt
-        from samfast.export.onnx_export import ENCODER_GRAPH, SPLIT_DECODER
-
-        fields["split_decoder"] = SPLIT_DECODER
-        fields["encoder_graph"] = ENCODER_GRAPH
-    return fields
 
 
 def build_set(

@@ -1,42 +1,22 @@
-"""The engines/ cache: exported sets keyed by model, weights, format and precision.
+"""Building a missing ONNX/TorchScript set into the engines/ cache on first use.
 
-Layout: ``<engine_dir>/<model>/<weights tag>/<format>-<precision>/`` (files + manifest.json).
-ONNX and TorchScript sets are built on first use; TensorRT engines only by `samfast export`.
+Backends only find sets (samfast.artifacts.layout.find_set); the runtime calls ensure_set when one
+is missing, and this says so in the log. TensorRT engines are built only by `samfast export`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
-from samfast.errors import InputError
-from samfast.export.artifacts import build_set, expected_manifest_fields
-from samfast.export.formats import set_name
-from samfast.export.manifest import mismatch_reason
-from samfast.export.onnx_export import DEFAULT_OPSET
-from samfast.models import WeightsInfo, build_model, get_spec
-
-
-def default_engine_dir() -> Path:
-    """$SAMFAST_ENGINES, else the source checkout's engines/, else ~/.cache/samfast/engines."""
-    if os.environ.get("SAMFAST_ENGINES"):
-        return Path(os.environ["SAMFAST_ENGINES"]).expanduser()
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").is_file() and (checkout / "engines").is_dir():
-        return checkout / "engines"
-    return Path.home() / ".cache" / "samfast" / "engines"
-
-
-def set_dir(
-    model_name: str, weights: WeightsInfo, fmt: str, precision: str, engine_dir: Path | None = None
-) -> Path:
-    spec = get_spec(model_name)
-    return Path(engine_dir or default_engine_dir()) / spec.name / weights.tag / set_name(fmt, precision)
+from samfast.artifacts.graphs import DEFAULT_OPSET
+from samfast.artifacts.layout import MissingSet, find_set, set_dir, set_opset
+from samfast.export.artifacts import build_set
+from samfast.models import WeightsInfo, get_spec
 
 
 def onnx_dir(model_name: str, weights: WeightsInfo, engine_dir: Path | None = None) -> Path:
-    return set_dir(model_name, weights, "onnx", "fp32", engine_dir)
+    return set_dir(get_spec(model_name), weights, "onnx", "fp32", engine_dir)
 
 
 def ensure_set(
@@ -50,17 +30,15 @@ def ensure_set(
 ) -> Path:
     """Return a folder holding a valid set, building ONNX/TorchScript sets first if needed."""
     spec = get_spec(model_name)
-    folder = set_dir(spec.name, weights, fmt, precision, engine_dir)
-    set_opset = None if fmt == "torchscript" else opset
-    reason = mismatch_reason(folder, expected_manifest_fields(spec.name, weights, set_opset, precision, fmt))
-    if reason is None:
-        return folder
-    if fmt == "engine":
-        raise InputError(
-            f"no usable TensorRT {precision} engines for {spec.name} in {folder} ({reason}): build them with "
-            f"`samfast export --model {spec.name} --format engine --precision {precision}`"
-        )
+    try:
+        return find_set(spec, weights, fmt, precision, engine_dir, opset)
+    except MissingSet as missing:
+        if not missing.buildable:
+            raise
+        folder, reason = missing.folder, missing.reason
     log(f"building {fmt} for {spec.name} [{weights.label}] ({reason}); once only, cached in {folder}")
+    from samfast.models import build_model
+
     model = build_model(spec.name, weights=weights)
     if fmt == "onnx":
         from samfast.export.onnx_export import write_onnx
@@ -70,7 +48,7 @@ def ensure_set(
         from samfast.export.torchscript_export import write_torchscript
 
         writer = lambda tmp: write_torchscript(model, tmp, log)  # noqa: E731
-    build_set(folder, spec, weights, fmt, precision, set_opset, writer, log=log)
+    build_set(folder, spec, weights, fmt, precision, set_opset(fmt, opset), writer, log=log)
     return folder
 
 

@@ -1,6 +1,7 @@
 """`samfast export` as a library call: plan formats from the table, write and verify each set.
 
 Sets land in ``<out>/<model>/<weights tag>/<format>-<precision>/``; engines reuse the ONNX set.
+The parity check is the caller's (samfast.eval.verify.verify_set): export sits below eval.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from samfast.artifacts.formats import EXPORT_FORMATS, set_name
+from samfast.artifacts.graphs import DEFAULT_OPSET
 from samfast.errors import InputError
 from samfast.export.artifacts import build_set
-from samfast.export.formats import EXPORT_FORMATS, set_name
-from samfast.export.onnx_export import DEFAULT_OPSET
 
 
 @dataclass
@@ -51,7 +52,7 @@ def format_unavailable(fmt: str) -> str | None:
     """Why this machine cannot build ``fmt`` (one line), or None."""
     spec = EXPORT_FORMATS[fmt]
     if spec.needs_tensorrt or spec.needs_gpu:
-        from samfast.export.tensorrt_build import tensorrt_available
+        from samfast.artifacts.gpu import tensorrt_available
 
         ok, reason = tensorrt_available()
         if not ok:
@@ -83,11 +84,18 @@ def plan(formats: list[str], precision: str) -> list[PlannedSet]:
     return planned
 
 
-def export_model(request: ExportRequest, log: Callable[[str], None] = print) -> list[ExportOutcome]:
-    from samfast.export.cache import default_engine_dir
-    from samfast.export.verify import verify_set
+def export_model(
+    request: ExportRequest,
+    log: Callable[[str], None] = print,
+    verify_set: Callable[[object, str, str, Path], dict] | None = None,
+) -> list[ExportOutcome]:
+    """``verify_set(model, fmt, precision, folder)`` returns a parity summary with "passed"; it is
+    required when ``request.verify`` (samfast.eval.verify.verify_set is the project's check)."""
+    from samfast.artifacts.layout import default_engine_dir
     from samfast.models import build_model, get_spec, resolve_weights
 
+    if request.verify and verify_set is None:
+        raise ValueError("request.verify needs verify_set (e.g. samfast.eval.verify.verify_set)")
     spec = get_spec(request.model)
     planned = plan(request.formats, request.precision)  # before the (slow) model build
     weights = resolve_weights(spec.name, request.checkpoint, request.random_weights)
@@ -133,8 +141,9 @@ def _writer(item: PlannedSet, model, request: ExportRequest, root: Path, log) ->
         return lambda tmp: write_torchscript(model, tmp, log)
 
     def engines(tmp: Path) -> dict:
+        from samfast.artifacts.gpu import gpu_identity
         from samfast.export.cache import ensure_onnx
-        from samfast.export.tensorrt_build import gpu_identity, write_engines
+        from samfast.export.tensorrt_build import write_engines
 
         onnx_folder = ensure_onnx(
             model.samfast_spec.name, model.samfast_weights, root.parent.parent, request.opset, log

@@ -14,9 +14,16 @@ import onnx
 import torch
 from segment_anything.modeling import Sam
 
+from samfast.artifacts.graphs import (
+    DECODER_FILE,
+    DEFAULT_OPSET,
+    ENCODER_FILE,
+    IMAGE_SIDE_FILE,
+    PROMPT_SIDE_FILE,
+)
+from samfast.artifacts.manifest import software_versions, utc_now
 from samfast.export import split_decoder
 from samfast.export.artifacts import build_set
-from samfast.export.manifest import software_versions, utc_now
 from samfast.export.wrappers import (
     DECODER_DYNAMIC_AXES,
     DECODER_INPUTS,
@@ -31,16 +38,6 @@ from samfast.export.wrappers import (
     graph_entries,
 )
 
-DEFAULT_OPSET = 17
-ENCODER_FILE = "encoder.onnx"
-DECODER_FILE = "decoder.onnx"
-# The decoder split at the prompt (samfast.export.split_decoder): a click on a cached embedding
-# runs only the prompt side. Bump SPLIT_DECODER when these graphs change, so old sets are rebuilt.
-IMAGE_SIDE_FILE = "decoder_image.onnx"
-PROMPT_SIDE_FILE = "decoder_prompt.onnx"
-SPLIT_DECODER = 1
-# Bump ENCODER_GRAPH when the exported encoder graph changes (2: TinyViT's q/k/v as three Linears).
-ENCODER_GRAPH = 2
 # protobuf cannot hold more than 2 GiB; stay clear of it.
 _EXTERNAL_DATA_THRESHOLD = 1 << 30
 

@@ -23,9 +23,9 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.onnx import SamOnnxModel
 from torch import Tensor, nn
 
+from samfast.artifacts.graphs import STATE_NAMES
+
 IMAGE_SIDE_INPUTS = ["image_embeddings"]
-# image_tokens: (B, HW, C) embedding + no-mask embedding; the others (B, heads, HW, C/heads/2).
-STATE_NAMES = ["image_tokens", "t2i_keys", "t2i_values", "i2t_queries"]
 PROMPT_SIDE_INPUTS = [*STATE_NAMES, "point_coords", "point_labels"]
 PROMPT_SIDE_OUTPUTS = ["iou_predictions", "low_res_masks"]
 IMAGE_SIDE_DYNAMIC_AXES = {"image_embeddings": {0: "rows"}} | {n: {0: "rows"} for n in STATE_NAMES}

@@ -5,12 +5,12 @@ TensorRT is imported inside functions only, so importing samfast never needs it 
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from samfast.artifacts.gpu import gpu_identity, tensorrt_available
 from samfast.errors import SamfastError
 from samfast.io import atomic_write_bytes
 
@@ -21,36 +21,6 @@ EXTRA_DECODER_POINTS = 2
 # ONNX ops kept in FP32 when TensorRT >= 11 needs the precision in the graph (strong typing).
 _FP32_ONNX_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt")
 _NORM_PARTS_ONNX = ("Sub", "Add", "Div", "Mul")
-
-
-def tensorrt_available() -> tuple[bool, str]:
-    """(True, "") when TensorRT imports and torch sees a CUDA GPU, else (False, one-line reason)."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return False, "TensorRT is not installed (pip install .[gpu])"
-    try:
-        import tensorrt  # noqa: F401
-    except (ImportError, OSError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        return False, f"TensorRT is installed but does not import: {first}"
-    import torch
-
-    if not torch.cuda.is_available():
-        return False, "no CUDA GPU visible to torch"
-    return True, ""
-
-
-def gpu_identity(device: int | None = None) -> dict:
-    """The GPU and TensorRT version an engine is bound to (an engine runs only where it was built)."""
-    import tensorrt as trt
-    import torch
-
-    index = torch.cuda.current_device() if device is None else device
-    major, minor = torch.cuda.get_device_capability(index)
-    return {
-        "gpu_name": torch.cuda.get_device_name(index),
-        "compute_capability": f"{major}.{minor}",
-        "tensorrt": trt.__version__,
-    }
 
 
 def engine_profiles(spec, max_slices: int, max_prompts: int, max_points: int) -> dict[str, dict]:

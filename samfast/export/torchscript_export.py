@@ -16,7 +16,7 @@ import torch
 from segment_anything.modeling import Sam
 from torch import nn
 
-from samfast.export.manifest import software_versions, utc_now
+from samfast.artifacts.manifest import software_versions, utc_now
 from samfast.export.wrappers import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,

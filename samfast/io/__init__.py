@@ -14,9 +14,11 @@ from samfast.io.images import (
     read_slice,
     write_mask,
 )
+from samfast.io.volumes import VOLUME_SUFFIXES, read_volume
 
 __all__ = [
     "AXES",
+    "VOLUME_SUFFIXES",
     "SliceGeometry",
     "check_same_grid",
     "atomic_path",
@@ -25,5 +27,6 @@ __all__ = [
     "get_slice",
     "read_image",
     "read_slice",
+    "read_volume",
     "write_mask",
 ]

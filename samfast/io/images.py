@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from samfast.errors import InputError
 from samfast.io.atomic import atomic_path, full_suffix
+from samfast.io.planes import ORDER, plane_view
 
 __all__ = [
     "AXES",
@@ -34,7 +35,7 @@ __all__ = [
 
 PathLike = str | os.PathLike[str]
 #: Slicing axes; the value is the numpy axis of GetArrayFromImage's (z, y, x) array.
-AXES = {"axial": 0, "coronal": 1, "sagittal": 2}
+AXES = {plane: order[0] for plane, order in ORDER.items()}
 _TWO_D_ONLY = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
@@ -158,7 +159,9 @@ def _plane_dims(ndim: int, axis: str) -> tuple[int, int]:
     """Image dimensions (x=0, y=1, z=2) along the slice's rows and columns."""
     if ndim == 2:
         return 1, 0
-    return {"axial": (1, 0), "coronal": (2, 0), "sagittal": (2, 1)}[axis]
+    # the plane view's row and column axes, as image dimensions (numpy axis k is dimension 2 - k)
+    rows, cols = ORDER[axis][1:]
+    return 2 - rows, 2 - cols
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +217,7 @@ def get_slice(image: sitk.Image, index: int | None = None, axis: str = "axial") 
     index = _resolve_index(image.GetSize(), index, axis)
     array = sitk.GetArrayViewFromImage(image)
     if image.GetDimension() == 3:
-        array = np.take(array, index, axis=AXES[axis])
+        array = plane_view(array, axis)[index]
     components = image.GetNumberOfComponentsPerPixel()
     if components in (3, 4) and array.ndim == 3:
         array = array[..., :3]  # RGB, or RGBA without the alpha channel

@@ -6,9 +6,7 @@ ViT-H/ViT-B come from segment-anything's builders; LiteMedSAM's weights from med
 from __future__ import annotations
 
 import os
-
-import torch
-from segment_anything.modeling import Sam
+from typing import TYPE_CHECKING
 
 from samfast.errors import CheckpointError
 from samfast.models.checkpoints import (
@@ -21,6 +19,9 @@ from samfast.models.checkpoints import (
     verify_checkpoint,
 )
 from samfast.models.registry import MODEL_REGISTRY, ModelSpec, available_models, get_spec
+
+if TYPE_CHECKING:
+    from segment_anything.modeling import Sam
 
 __all__ = [
     "MODEL_REGISTRY",
@@ -66,6 +67,8 @@ def build_model(
     The returned Sam carries ``samfast_spec`` and ``samfast_weights`` so that every artifact made
     from it can say which weights it holds (random weights are stamped as such).
     """
+    import torch
+
     spec = get_spec(name)
     weights = weights or resolve_weights(name, checkpoint, random_weights)
     if weights.random:

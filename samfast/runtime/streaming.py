@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from samfast.io.planes import PLANES, plane_view
 from samfast.runtime.embedding_cache import EmbeddingCache, embedding_identity, encode_cached
 
 _END = object()
@@ -103,7 +104,7 @@ class SliceStreamer:
     # -- worker ----------------------------------------------------------------------------
 
     def _slice(self, index: int) -> np.ndarray:
-        image = np.take(self.volume, index, axis=self.axis)
+        image = plane_view(self.volume, PLANES[self.axis])[index]
         return image if self.slice_fn is None else self.slice_fn(image)
 
     def _put(self, q: queue.Queue, item) -> bool:

@@ -16,8 +16,6 @@ from samfast.io.atomic import atomic_write_bytes
 from samfast.models.checkpoints import sha256_file
 
 MANIFEST_NAME = "manifest.json"
-# Bump when the exported graphs' inputs/outputs change, so old caches are rebuilt.
-EXPORT_SCHEMA = 1
 
 
 def dist_version(dist: str) -> str | None:

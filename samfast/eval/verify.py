@@ -1,6 +1,7 @@
 """Parity check of a freshly written set against the PyTorch fp32 reference on real MRI slices.
 
-Slices come from the shipped BraTS demo cases; prompts are the fixed set in samfast.eval.parity.
+Slices come from the shipped BraTS demo cases; prompts and tolerances are samfast.eval.parity's.
+`samfast export` hands verify_set to the exporter (export sits below eval and cannot import it).
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from samfast.artifacts.formats import EXPORT_FORMATS
 from samfast.errors import InputError
-from samfast.export.formats import EXPORT_FORMATS
 
 SLICES_PER_CASE = 2
 
