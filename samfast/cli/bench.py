@@ -23,7 +23,21 @@ app = typer.Typer(help="Benchmarks: accuracy parity with the reference and laten
 # Options shared by `bench brats` and `eval`.
 Out = Annotated[Path, typer.Option("--out", "-o", help="Results folder (results.jsonl, summary.*, plots).")]
 Model = Annotated[str, typer.Option("--model", "-m", help="Registry model name.")]
-Backend = Annotated[str, typer.Option("--backend", help="Backend under test.")]
+Backend = Annotated[
+    str | None,
+    typer.Option(
+        "--backend", help="Backend under test (default: onnxruntime, or the fastest for --precision)."
+    ),
+]
+# One definition for every command that builds a Predictor (predict, bench brats, eval, segment, serve).
+Precision = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="fp32, bf16, fp16, int8 or auto (the fastest configuration `samfast tune` found passing "
+        "here). Reduced precisions are judged by the task accuracy gate; int8 is refused (it fails it).",
+    ),
+]
 Compare = Annotated[
     str | None,
     typer.Option("--compare", help="Replay the same prompts on this backend (parity), e.g. torch."),
@@ -78,7 +92,8 @@ MIN_FRACTION_DICE = 0.99
 class Options:
     out: Path
     model: str
-    backend: str
+    backend: str | None
+    precision: str
     compare: str | None
     protocol: str
     plane: str
@@ -145,23 +160,28 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
     console = Console(stderr=True)
     spec = get_spec(options.model)
 
-    def build(backend: str) -> Predictor:
+    def build(backend: str | None, precision: str | None = "fp32") -> Predictor:
         return Predictor(
             spec.name,
             backend=backend,
             device=options.device,
+            precision=precision,
             checkpoint=options.checkpoint,
             random_weights=options.random_weights,
             log=lambda m: console.print(m, markup=False, highlight=False),
         )
 
-    primary = build(options.backend)
-    compare = build(options.compare) if options.compare and options.compare != options.backend else None
+    primary = build(options.backend, options.precision)
+    backend, precision = primary.choice.backend, primary.choice.precision
+    # The compare backend is the fp32 reference, so a reduced precision compares even on its backend.
+    same = options.compare == backend and precision == "fp32"
+    compare = build(options.compare) if options.compare and not same else None
     config = {
         "data": data,
         "model": spec.name,
         "weights": primary.weights.label,
-        "backend": options.backend,
+        "backend": backend,
+        "precision": precision,
         "compare": options.compare if compare else None,
         "device": options.device,
         "cases": [c.case_id for c in cases],
@@ -173,7 +193,7 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
             yield from bar.track(items, total=total)
 
     evaluation = Evaluation(
-        (options.backend, primary),
+        (backend, primary),
         (options.compare, compare) if compare else None,
         settings,
         options.out,
@@ -187,6 +207,14 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
     written = write_report(options.out, summary, rows, primary.weights.random)
     _print(summary, primary.weights.random)
     console.print(f"report: {written[0]}; rows: {options.out / records.RESULTS}", highlight=False)
+    if precision != "fp32":
+        # A reduced precision is judged by task accuracy (the gate), not by the strict fp32 rows.
+        gate = summary.get("precision_gate") or {}
+        failed = [p for p, v in gate.get("protocols", {}).items() if not v["passed"]]
+        if gate and failed:
+            typer.echo(f"error: {precision} failed the accuracy gate for {', '.join(failed)}", err=True)
+            raise typer.Exit(1)
+        return
     failed = [
         protocol
         for protocol, p in summary["parity"].items()
@@ -230,6 +258,13 @@ def _print(summary: dict, random_weights: bool) -> None:
             f"{p['min_mask_dice']:.4f}, {100 * p['fraction_mask_dice_ge_0.99']:.1f}% of "
             f"{p['slices']} slices ≥ 0.99"
         )
+    gate = summary.get("precision_gate") or {}
+    for protocol, v in gate.get("protocols", {}).items():
+        console.print(
+            f"gate {protocol}: Δ mean DSC {v['delta_mean_dice']:+.4f}, Δ mean best IoU "
+            f"{v['delta_mean_best_iou']:+.4f} vs fp32; {100 * v['agreement_dice']['share_ge_0.95']:.1f}% "
+            f"of masks Dice ≥ 0.95 with fp32 -> {'pass' if v['passed'] else 'FAIL'}"
+        )
     latency = summary["latency"]
     if latency.get("slices"):
         line = f"encoder {latency['encoder_ms_per_slice']['median']:.0f} ms/slice"
@@ -253,7 +288,8 @@ def brats(
     ] = "t1ce",
     out: Out = Path("runs/bench-brats"),
     model: Model = "litemedsam",
-    backend: Backend = "onnxruntime",
+    backend: Backend = None,
+    precision: Precision = "fp32",
     compare: Compare = None,
     protocol: Protocol = "box",
     plane: Plane = "axial",

@@ -50,7 +50,15 @@ def collect() -> dict:
         }
         for name, spec in MODEL_REGISTRY.items()
     }
-    return {"samfast": __version__, "models": models, "backends": backend_status()}
+    return {"samfast": __version__, "models": models, "backends": backend_status(), "profile": _profile()}
+
+
+def _profile() -> dict:
+    """This machine's profile (samfast tune), or where it would be."""
+    from samfast.runtime.profile import load_profile, profile_path
+
+    profile = load_profile()
+    return {"path": str(profile_path()), "found": profile is not None, **(profile or {})}
 
 
 @guarded
@@ -81,3 +89,18 @@ def info(
             escape(", ".join(f"{k}={v}" for k, v in details.items())),
         )
     console.print(backends)
+    profile = report["profile"]
+    if not profile["found"]:
+        console.print(
+            f"machine profile: none for this machine at {escape(profile['path'])} (run samfast tune)"
+        )
+        return
+    from samfast.cli.tune import profile_table
+
+    choice = profile["choice"]
+    console.print(
+        profile_table(profile, f"machine profile ({escape(profile['path'])}, {profile['created']})")
+    )
+    console.print(
+        f"default: {choice['backend']} {choice['precision']}" if choice else "default: fp32 reference"
+    )

@@ -13,6 +13,7 @@ import numpy as np
 import typer
 
 from samfast.cli._common import guarded
+from samfast.cli.bench import Precision
 from samfast.errors import InputError
 from samfast.eval.datasets import target_mask
 from samfast.eval.metrics import dice
@@ -61,7 +62,14 @@ def predict(
         int | None, typer.Option("--slice", "-s", help="Axial slice index (3D volumes).")
     ] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Registry model name.")] = "litemedsam",
-    backend: Annotated[str, typer.Option("--backend", help="torch or onnxruntime.")] = "onnxruntime",
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            help="torch, onnxruntime or openvino (default: onnxruntime, or the fastest for --precision).",
+        ),
+    ] = None,
+    precision: Precision = "fp32",
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", help="Official checkpoint file (sha256 checked).")
@@ -110,6 +118,7 @@ def predict(
         model,
         backend=backend,
         device=device,
+        precision=precision,
         checkpoint=checkpoint,
         random_weights=random_weights,
         log=lambda m: typer.echo(m, err=True),

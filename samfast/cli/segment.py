@@ -14,12 +14,19 @@ from typing import Annotated
 import typer
 
 from samfast.cli._common import guarded
-from samfast.cli.bench import Target
+from samfast.cli.bench import Precision, Target
 from samfast.errors import InputError
 
 # Options shared with `samfast serve`.
 Model = Annotated[str, typer.Option("--model", "-m", help="Registry model name.")]
-Backend = Annotated[str, typer.Option("--backend", help="torch or onnxruntime.")]
+Backend = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help="torch, onnxruntime or openvino (default: the fastest that passed `samfast tune` here, "
+        "else onnxruntime).",
+    ),
+]
 Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 
 
@@ -118,7 +125,8 @@ def segment(
     roi_name: Annotated[str, typer.Option("--roi-name", help="ROI / segment name.")] = "SAMFAST",
     color: Annotated[str, typer.Option("--color", help="ROI colour R,G,B or #rrggbb.")] = "255,0,0",
     model: Model = "litemedsam",
-    backend: Backend = "onnxruntime",
+    backend: Backend = None,
+    precision: Precision = None,
     device: Device = "cpu",
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Official checkpoint file.")] = None,
     random_weights: Annotated[bool, typer.Option("--random-weights", help="Plumbing tests only.")] = False,
@@ -173,6 +181,7 @@ def segment(
         model,
         backend=backend,
         device=device,
+        precision=precision,
         checkpoint=checkpoint,
         random_weights=random_weights,
         log=lambda m: console.print(m, markup=False, highlight=False),

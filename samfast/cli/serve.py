@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from samfast.cli._common import guarded
+from samfast.cli.bench import Precision
 from samfast.cli.segment import Backend, Device, Model
 from samfast.errors import InputError
 
@@ -31,7 +32,8 @@ def serve(
     ] = 16,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest request body.")] = 256.0,
     model: Model = "litemedsam",
-    backend: Backend = "onnxruntime",
+    backend: Backend = None,
+    precision: Precision = None,
     device: Device = "cpu",
 ) -> None:
     """Serve sessions over HTTP: open a volume, click/box -> mask, undo, RTSTRUCT (OpenAPI at /docs)."""
@@ -51,6 +53,8 @@ def serve(
         typer.echo("warning: an API key shorter than 16 characters is easy to guess", err=True)
     if host not in LOOPBACK:
         typer.echo(f"warning: listening on {host}, reachable from other machines; plain HTTP", err=True)
-    predictor = Predictor(model, backend=backend, device=device, log=lambda m: typer.echo(m, err=True))
+    predictor = Predictor(
+        model, backend=backend, device=device, precision=precision, log=lambda m: typer.echo(m, err=True)
+    )
     app = create_app(predictor, api_key, max_sessions, cache_slices, int(max_upload_mb * 2**20))
     uvicorn.run(app, host=host, port=port, log_level="info")
