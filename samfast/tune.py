@@ -128,6 +128,7 @@ def tune(
     threads: int | None = 2,
     model: str = "litemedsam",
     log: Callable[[str], None] = print,
+    random_weights: bool = False,
 ) -> dict:
     """Measure, judge and return the machine profile (the caller writes it)."""
     import torch
@@ -139,12 +140,13 @@ def tune(
     if threads:
         torch.set_num_threads(threads)
     quiet = lambda message: None  # noqa: E731
-    reference = Predictor(model, backend="torch", precision="fp32", log=quiet)
+    weights = {"random_weights": random_weights}
+    reference = Predictor(model, backend="torch", precision="fp32", log=quiet, **weights)
     predictors = {"torch/fp32": reference}
     for backend, precision in candidates(device):
         log(f"building {backend} {precision}")
         predictors[f"{backend}/{precision}"] = Predictor(
-            model, backend=backend, device=device, precision=precision, threads=threads, log=quiet
+            model, backend=backend, device=device, precision=precision, threads=threads, log=quiet, **weights
         )
     image, truth = max(demo_case_slices(slices), key=lambda s: int(s[1].sum()))
     log(f"timing {len(predictors)} configurations, {rounds} rounds")
@@ -168,6 +170,7 @@ def tune(
         "schema": SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": model,
+        "random_weights": random_weights,
         "machine": this_machine(),
         "versions": {d: dist_version(d) for d in ("samfast", "torch", "onnxruntime", "openvino")},
         "threads": threads,

@@ -37,6 +37,9 @@ def tune(
     threads: Annotated[int, typer.Option("--threads", help="Threads of every backend.")] = 2,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
     model: Annotated[str, typer.Option("--model", "-m", help="Registry model name.")] = "litemedsam",
+    random_weights: Annotated[
+        bool, typer.Option("--random-weights", help="Random weights (plumbing only).")
+    ] = False,
     write: Annotated[bool, typer.Option("--write/--no-write", help="Write the machine profile.")] = True,
 ) -> None:
     """Time each backend × precision on demo slices, run the accuracy gate, write the machine profile
@@ -47,7 +50,8 @@ def tune(
     if slices < 1 or rounds < 1 or threads < 1:
         raise InputError("--slices, --rounds and --threads must be at least 1")
     console = Console(stderr=True)
-    profile = run_tune(device, slices, rounds, threads, model, log=lambda m: console.print(m, markup=False))
+    log = lambda m: console.print(m, markup=False)  # noqa: E731
+    profile = run_tune(device, slices, rounds, threads, model, log, random_weights)
     Console().print(profile_table(profile, f"{profile['machine']['cpu_model']}, {threads} threads"))
     for c in profile["configurations"]:
         for protocol, verdict in c.get("gate", {}).get("protocols", {}).items():

@@ -71,6 +71,11 @@ def pick(
     ``model`` (a profile is measured on one model)."""
     if not profile or (model is not None and profile.get("model") != model):
         return None
+    if profile.get("random_weights"):
+        from samfast.models import get_spec
+
+        if not get_spec(profile["model"]).is_test_config:  # timed on random weights: says nothing
+            return None
     passed = [
         c
         for c in profile.get("configurations", [])
