@@ -35,6 +35,11 @@ def candidates(device: str = "cpu") -> list[tuple[str, str]]:
     for backend, precision in CANDIDATES[kind]:
         if backend != "torch" and importlib.util.find_spec(backend) is None:
             continue
+        if kind == "cuda" and backend == "onnxruntime":
+            import onnxruntime
+
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                continue
         if kind == "cpu" and precision == "bf16" and not native_bf16():
             continue
         out.append((backend, precision))
@@ -141,7 +146,7 @@ def tune(
         torch.set_num_threads(threads)
     quiet = lambda message: None  # noqa: E731
     weights = {"random_weights": random_weights}
-    reference = Predictor(model, backend="torch", precision="fp32", log=quiet, **weights)
+    reference = Predictor(model, backend="torch", device=device, precision="fp32", log=quiet, **weights)
     predictors = {"torch/fp32": reference}
     for backend, precision in candidates(device):
         log(f"building {backend} {precision}")

@@ -35,7 +35,7 @@ Precision = Annotated[
     typer.Option(
         "--precision",
         help="fp32, bf16, fp16, int8 or auto (the fastest configuration `samfast tune` found passing "
-        "here). Reduced precisions are judged by the task accuracy gate; int8 is refused (it fails it).",
+        "here). Reduced ones face the accuracy gate; int8 is refused (measured far off fp32).",
     ),
 ]
 Compare = Annotated[
