@@ -31,6 +31,20 @@ def engine_dir(tmp_path_factory) -> Path:
         os.environ["SAMFAST_ENGINES"] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def samfast_cache(tmp_path_factory) -> Path:
+    """A session-private cache folder: no machine profile of the developer's (samfast tune) changes
+    which backend a test's default Predictor gets."""
+    folder = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get("SAMFAST_CACHE")
+    os.environ["SAMFAST_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("SAMFAST_CACHE", None)
+    else:
+        os.environ["SAMFAST_CACHE"] = previous
+
+
 def load_case(case: str) -> tuple[np.ndarray, np.ndarray]:
     """(t1ce volume z,y,x float32, tumour-core mask z,y,x bool) of a shipped demo case."""
     folder = DEMO / case

@@ -51,8 +51,19 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def run_predict(folder: Path, *extra: object):
     out = folder / "mask.nii.gz"
-    result = invoke("predict", T1CE, "--slice", SLICE, "--box", *tight_box(label_slice()),
-                    "--label", SEG, "--out", out, *extra)
+    result = invoke(
+        "predict",
+        T1CE,
+        "--slice",
+        SLICE,
+        "--box",
+        *tight_box(label_slice()),
+        "--label",
+        SEG,
+        "--out",
+        out,
+        *extra,
+    )
     return result, out
 
 
@@ -66,8 +77,18 @@ def onnx_run(tmp_path_factory):
 def tiny_run(tmp_path_factory):
     """tiny_vit_test (random weights) on onnxruntime; also warms its engine cache."""
     out = tmp_path_factory.mktemp("tiny") / "mask.nii.gz"
-    result = invoke("predict", T1CE, "--slice", SLICE, "--box", *tight_box(label_slice()),
-                    "--model", "tiny_vit_test", "--out", out)
+    result = invoke(
+        "predict",
+        T1CE,
+        "--slice",
+        SLICE,
+        "--box",
+        *tight_box(label_slice()),
+        "--model",
+        "tiny_vit_test",
+        "--out",
+        out,
+    )
     return result, out
 
 
@@ -290,8 +311,18 @@ def test_predict_refused_output_path_leaves_no_sidecar(name, tmp_path, tiny_run)
 
 
 def test_predict_unknown_device_on_torch_is_a_user_error(tmp_path, tiny_run):
-    result = invoke("predict", T1CE, *_box(*BOX), *TINY, "--backend", "torch", "--device", "gpu0",
-                    "--out", tmp_path / "mask.nii.gz")
+    result = invoke(
+        "predict",
+        T1CE,
+        *_box(*BOX),
+        *TINY,
+        "--backend",
+        "torch",
+        "--device",
+        "gpu0",
+        "--out",
+        tmp_path / "mask.nii.gz",
+    )
     assert_one_line_error(result, "gpu0")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 

@@ -14,6 +14,7 @@ CLI = Path(__file__).resolve().parents[1] / "samfast" / "cli"
 OWN_MEANING = {
     ("export.py", "--out"),  # the engines root, not a results folder
     ("export.py", "--model"),  # optional beside --list
+    ("export.py", "--precision"),  # the artifact's precision (fp32 / fp16 engines), not the runtime's
     ("predict.py", "--out"),  # a mask file
     ("segment.py", "--out"),  # a mask volume
 }

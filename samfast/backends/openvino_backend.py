@@ -1,4 +1,4 @@
-"""OpenVINO CPU backend over the project's exported ONNX set, fp32 or opt-in bf16 (AMX/AVX-512).
+"""OpenVINO CPU backend over the project's exported ONNX set, fp32 or bf16 (AMX / AVX-512 BF16).
 
 OpenVINO reads the same encoder.onnx / decoder.onnx ONNX Runtime runs; bf16 is its inference
 precision hint (weights and activations in bf16 on AMX tiles, accumulation in fp32).
@@ -59,6 +59,11 @@ class OpenVinoBackend:
         self._version = ov.get_version()
         self._core, self._config = ov.Core(), config
         self._compiled: dict[str, tuple] = {}
+        # The decoder split at the prompt, when the set has it (as OnnxRuntimeBackend): the
+        # precision hint applies to both sides, so a bf16 click runs bf16 end to end.
+        self.splits_decoder = all(
+            (self.folder / f"{name}.onnx").is_file() for name in ("decoder_image", "decoder_prompt")
+        )
 
     def _graph(self, name: str, shape: tuple[int, ...] | None = None):
         """(compiled model, infer request) of one graph, compiled on first use: an encoder-only or
@@ -99,12 +104,33 @@ class OpenVinoBackend:
         iou = np.array(result[model.output("iou_predictions")], np.float32, copy=True)
         return masks, iou
 
+    def image_state(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+        """(B, C, h, w) embeddings -> the split decoder's prompt-independent state, B rows."""
+        from samfast.artifacts.graphs import STATE_NAMES
+
+        model, request = self._graph("decoder_image")
+        result = request.infer({"image_embeddings": np.ascontiguousarray(embeddings, np.float32)})
+        return {n: np.array(result[model.output(n)], np.float32, copy=True) for n in STATE_NAMES}
+
+    def decode_state(self, state: dict[str, np.ndarray], prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
+        """``decode`` from an image_state, for prompts without a mask input."""
+        if prompts.mask_input is not None:
+            raise ValueError("decode_state takes no mask_input; decode() handles mask prompts")
+        model, request = self._graph("decoder_prompt")
+        feeds = prompts.to_sam_onnx(self.low_res_size)
+        feeds = {"point_coords": feeds["point_coords"], "point_labels": feeds["point_labels"], **state}
+        result = request.infer(feeds)
+        masks = np.array(result[model.output("low_res_masks")], np.float32, copy=True)
+        iou = np.array(result[model.output("iou_predictions")], np.float32, copy=True)
+        return masks, iou
+
     def describe(self) -> dict:
         return {
             "backend": self.name,
             "device": self.device,
             "precision": self.precision,
             "threads": self.threads,
+            "split_decoder": self.splits_decoder,
             "openvino": self._version,
             "artifacts": str(self.folder),
         }

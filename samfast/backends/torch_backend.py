@@ -1,4 +1,5 @@
-"""PyTorch eager backend: the fp32 reference on the CPU, fp16/bf16 autocast on CUDA.
+"""PyTorch eager backend: the fp32 reference on the CPU, fp16/bf16 autocast on CUDA (bf16 also on
+CPUs with native bf16, through oneDNN).
 
 It calls segment-anything's own prompt encoder and mask decoder, so it is the yardstick for parity.
 """
@@ -30,7 +31,11 @@ class TorchBackend:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise InputError("device cuda asked for, but torch sees no CUDA GPU")
         if precision != "fp32" and self.device.type != "cuda":
-            raise InputError(f"precision {precision} needs a CUDA device; the CPU reference is fp32")
+            from samfast.backends.cpu import native_bf16
+
+            # On the CPU, bf16 autocast runs on oneDNN's AVX-512 BF16 / AMX kernels; fp16 has none.
+            if precision != "bf16" or not native_bf16():
+                raise InputError(f"precision {precision} on the CPU needs native bf16 (AVX-512 BF16 or AMX)")
         self.precision = precision
         self.model = model.to(self.device).eval()
 

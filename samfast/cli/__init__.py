@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from samfast import __version__
-from samfast.cli import bench, evaluate, export, info, predict
+from samfast.cli import bench, evaluate, export, info, predict, tune
 from samfast.cli import segment as segment_command
 from samfast.cli import serve as serve_command
 
@@ -28,6 +28,7 @@ app.add_typer(bench.app, name="bench")
 app.command("segment")(segment_command.segment)
 app.command("serve")(serve_command.serve)
 app.command("eval")(evaluate.evaluate)
+app.command("tune")(tune.tune)
 
 
 def _version(value: bool) -> None:

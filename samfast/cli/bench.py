@@ -35,6 +35,7 @@ from samfast.cli.options import (
     Normalization,
     Out,
     Plane,
+    Precision,
     Protocol,
     RandomWeights,
     Ray,
@@ -56,7 +57,8 @@ MIN_FRACTION_DICE = 0.99
 class Options:
     out: Path
     model: str
-    backend: str
+    backend: str | None
+    precision: str
     compare: str | None
     protocol: str
     plane: str
@@ -120,7 +122,7 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
     from samfast.eval.report import write_report
     from samfast.eval.run import Evaluation
     from samfast.eval.summary import summarise
-    from samfast.export.cache import default_engine_dir
+    from samfast.artifacts.layout import default_engine_dir
     from samfast.models import get_spec
 
     settings = _settings(options)
@@ -132,27 +134,33 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
     console = Console(stderr=True)
     spec = get_spec(options.model)
 
-    def recipe(backend: str) -> partial:  # picklable: each Ray worker builds its own predictor from it
+    # picklable: each Ray worker builds its own predictor from it
+    def recipe(backend: str | None, precision: str | None = "fp32") -> partial:
         return partial(
             Predictor,
             spec.name,
             backend=backend,
             device=options.device,
+            precision=precision,
             checkpoint=options.checkpoint,
             random_weights=options.random_weights,
             engine_dir=default_engine_dir(),
         )
 
-    def build(backend: str) -> Predictor:
-        return recipe(backend)(log=lambda m: console.print(m, markup=False, highlight=False))
+    def build(backend: str | None, precision: str | None = "fp32") -> Predictor:
+        return recipe(backend, precision)(log=lambda m: console.print(m, markup=False, highlight=False))
 
-    primary = build(options.backend)
-    compare = build(options.compare) if options.compare and options.compare != options.backend else None
+    primary = build(options.backend, options.precision)
+    backend, precision = primary.choice.backend, primary.choice.precision
+    # The compare backend is the fp32 reference, so a reduced precision compares even on its backend.
+    same = options.compare == backend and precision == "fp32"
+    compare = build(options.compare) if options.compare and not same else None
     config = {
         "data": data,
         "model": spec.name,
         "weights": primary.weights.label,
-        "backend": options.backend,
+        "backend": backend,
+        "precision": precision,
         "compare": options.compare if compare else None,
         "device": options.device,
         "cases": [c.case_id for c in cases],
@@ -164,7 +172,7 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
             yield from bar.track(items, total=total)
 
     evaluation = Evaluation(
-        (options.backend, primary),
+        (backend, primary),
         (options.compare, compare) if compare else None,
         settings,
         options.out,
@@ -172,7 +180,7 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
         log=lambda m: console.print(m, markup=False, highlight=False),
     )
     with _cluster.executor(
-        options, recipe(options.backend), recipe(options.compare) if compare else None, console
+        options, recipe(backend, precision), recipe(options.compare) if compare else None, console
     ) as executor:
         rows = evaluation.run(cases, skipped, config, options.fresh, executor=executor)
         ran_on = _cluster.record(executor)
@@ -182,6 +190,14 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
     written = write_report(options.out, summary, rows, primary.weights.random)
     _print(summary, primary.weights.random)
     console.print(f"report: {written[0]}; rows: {options.out / records.RESULTS}", highlight=False)
+    if precision != "fp32":
+        # A reduced precision is judged by task accuracy (the gate), not by the strict fp32 rows.
+        gate = summary.get("precision_gate") or {}
+        failed = [p for p, v in gate.get("protocols", {}).items() if not v["passed"]]
+        if gate and failed:
+            typer.echo(f"error: {precision} failed the accuracy gate for {', '.join(failed)}", err=True)
+            raise typer.Exit(1)
+        return
     failed = [
         protocol
         for protocol, p in summary["parity"].items()
@@ -225,6 +241,13 @@ def _print(summary: dict, random_weights: bool) -> None:
             f"{p['min_mask_dice']:.4f}, {100 * p['fraction_mask_dice_ge_0.99']:.1f}% of "
             f"{p['slices']} slices ≥ 0.99"
         )
+    gate = summary.get("precision_gate") or {}
+    for protocol, v in gate.get("protocols", {}).items():
+        console.print(
+            f"gate {protocol}: Δ mean DSC {v['delta_mean_dice']:+.4f}, Δ mean best IoU "
+            f"{v['delta_mean_best_iou']:+.4f} vs fp32; {100 * v['agreement_dice']['share_ge_0.95']:.1f}% "
+            f"of masks Dice ≥ 0.95 with fp32 -> {'pass' if v['passed'] else 'FAIL'}"
+        )
     latency = summary["latency"]
     if latency.get("slices"):
         line = f"encoder {latency['encoder_ms_per_slice']['median']:.0f} ms/slice"
@@ -248,7 +271,8 @@ def brats(
     ] = "t1ce",
     out: Out = Path("runs/bench-brats"),
     model: Model = "litemedsam",
-    backend: Backend = "onnxruntime",
+    backend: Backend = None,
+    precision: Precision = "fp32",
     compare: Compare = None,
     protocol: Protocol = "box",
     plane: Plane = "axial",

@@ -55,6 +55,7 @@ def collect() -> dict:
         "models": models,
         "backends": backend_status(),
         "executors": executor_status(),
+        "profile": _profile(),
     }
 
 
@@ -71,6 +72,14 @@ def executor_status() -> dict:
             "hint": "--ray local|auto|ADDRESS" if version else "pip install 'samfast[ray]'",
         },
     }
+
+
+def _profile() -> dict:
+    """This machine's profile (samfast tune), or where it would be."""
+    from samfast.runtime.profile import load_profile, profile_path
+
+    profile = load_profile()
+    return {"path": str(profile_path()), "found": profile is not None, **(profile or {})}
 
 
 @guarded
@@ -105,3 +114,18 @@ def info(
     for name, entry in report["executors"].items():
         executors.add_row(name, "yes" if entry["usable"] else "no", str(entry["version"]), entry["hint"])
     console.print(executors)
+    profile = report["profile"]
+    if not profile["found"]:
+        console.print(
+            f"machine profile: none for this machine at {escape(profile['path'])} (run samfast tune)"
+        )
+        return
+    from samfast.cli.tune import profile_table
+
+    choice = profile["choice"]
+    console.print(
+        profile_table(profile, f"machine profile ({escape(profile['path'])}, {profile['created']})")
+    )
+    console.print(
+        f"default: {choice['backend']} {choice['precision']}" if choice else "default: fp32 reference"
+    )

@@ -12,7 +12,20 @@ import typer
 # -- the model and where it runs (every command that predicts) ---------------------------------
 Model = Annotated[str, typer.Option("--model", "-m", help="Registry model name.")]
 Backend = Annotated[
-    str, typer.Option("--backend", help="torch, onnxruntime, openvino, torchscript or tensorrt.")
+    str | None,
+    typer.Option(
+        "--backend",
+        help="torch, onnxruntime, openvino, torchscript or tensorrt (default: the fastest configuration "
+        "that passed `samfast tune` here, else onnxruntime).",
+    ),
+]
+Precision = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="fp32, bf16, fp16, int8 or auto (the fastest configuration `samfast tune` found passing "
+        "here). Reduced ones face the accuracy gate; int8 is refused (measured far off fp32).",
+    ),
 ]
 Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 Checkpoint = Annotated[

@@ -13,7 +13,7 @@ import numpy as np
 import typer
 
 from samfast.cli._common import guarded
-from samfast.cli.options import Backend, Checkpoint, Device, Model, RandomWeights, Target
+from samfast.cli.options import Backend, Checkpoint, Device, Model, Precision, RandomWeights, Target
 from samfast.errors import InputError
 from samfast.eval.datasets import target_mask
 from samfast.eval.metrics import dice
@@ -61,7 +61,8 @@ def predict(
         int | None, typer.Option("--slice", "-s", help="Axial slice index (3D volumes).")
     ] = None,
     model: Model = "litemedsam",
-    backend: Backend = "onnxruntime",
+    backend: Backend = None,
+    precision: Precision = "fp32",
     device: Device = "cpu",
     checkpoint: Checkpoint = None,
     random_weights: RandomWeights = False,
@@ -105,6 +106,7 @@ def predict(
         model,
         backend=backend,
         device=device,
+        precision=precision,
         checkpoint=checkpoint,
         random_weights=random_weights,
         log=lambda m: typer.echo(m, err=True),

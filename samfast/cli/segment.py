@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from samfast.cli._common import fail, guarded
-from samfast.cli.options import Backend, Checkpoint, Device, Model, RandomWeights, Target
+from samfast.cli.options import Backend, Checkpoint, Device, Model, Precision, RandomWeights, Target
 from samfast.errors import InputError
 from samfast.io.atomic import check_output_file, check_writable_folder
 
@@ -139,7 +139,8 @@ def segment(
     ] = 30.0,
     color: Annotated[str, typer.Option("--color", help="ROI colour R,G,B or #rrggbb.")] = "255,0,0",
     model: Model = "litemedsam",
-    backend: Backend = "onnxruntime",
+    backend: Backend = None,
+    precision: Precision = None,
     device: Device = "cpu",
     checkpoint: Checkpoint = None,
     random_weights: RandomWeights = False,
@@ -201,6 +202,7 @@ def segment(
         model,
         backend=backend,
         device=device,
+        precision=precision,
         checkpoint=checkpoint,
         random_weights=random_weights,
         log=lambda m: console.print(m, markup=False, highlight=False),

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from samfast.cli._common import guarded
-from samfast.cli.options import Backend, Device, Model
+from samfast.cli.options import Backend, Device, Model, Precision
 from samfast.errors import InputError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -72,7 +72,8 @@ def serve(
         ),
     ] = None,
     model: Model = "litemedsam",
-    backend: Backend = "onnxruntime",
+    backend: Backend = None,
+    precision: Precision = None,
     device: Device = "cpu",
 ) -> None:
     """Serve sessions over HTTP: open a volume, click/box -> mask, undo, RTSTRUCT (OpenAPI at /docs)."""
@@ -104,6 +105,8 @@ def serve(
         max_folder_entries=max_folder_files,
         allow_roots=tuple(roots),
     )
-    predictor = Predictor(model, backend=backend, device=device, log=lambda m: typer.echo(m, err=True))
+    predictor = Predictor(
+        model, backend=backend, device=device, precision=precision, log=lambda m: typer.echo(m, err=True)
+    )
     app = create_app(predictor, key, max_sessions, cache_slices, int(max_upload_mb * 2**20), limits)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)

@@ -74,6 +74,7 @@ def render(summary: dict, weights_random: bool) -> str:
     lines += _curves(summary)
     lines += _volume_table(summary)
     lines += _parity_table(summary)
+    lines += _gate_table(summary)
     lines += _latency_lines(summary.get("latency", {}))
     lines += _executor_lines(summary.get("executor"))
     return "\n".join(lines) + "\n"
@@ -151,6 +152,37 @@ def _parity_table(summary: dict) -> list[str]:
         return []
     header = ["protocol", "vs", "slices", "mean IoU", "mean IoU (vs)", "Δ", "min mask Dice", "Dice ≥ 0.99"]
     return ["## Parity: the same prompts on the compare backend", "", *_table(header, rows)]
+
+
+def _gate_table(summary: dict) -> list[str]:
+    gate = summary.get("precision_gate")
+    if not gate:
+        return []
+    rows = [
+        [protocol, str(v["slices"]), f"{v['mean_dice']:.4f}", f"{v['mean_dice_fp32']:.4f}",
+         f"{v['delta_mean_dice']:+.4f}", f"{v['mean_best_iou']:.4f}", f"{v['mean_best_iou_fp32']:.4f}",
+         f"{v['delta_mean_best_iou']:+.4f}", f"{v['agreement_dice']['mean']:.4f}",
+         f"{v['agreement_dice']['p1']:.4f}", f"{100 * v['agreement_dice']['share_ge_0.95']:.1f}%",
+         f"{100 * v['agreement_dice']['share_ge_0.99']:.1f}%", "pass" if v["passed"] else "**FAIL**"]
+        for protocol, v in gate["protocols"].items()
+        if v["slices"]
+    ]  # fmt: skip
+    limits = gate["gate"]
+    precision = summary["config"].get("precision", "fp32")
+    return [
+        f"## Task accuracy gate: {precision} vs the fp32 reference (same slices and prompts)",
+        "",
+        f"Passes when, per protocol, mean DSC and mean best IoU against the ground truth each differ "
+        f"from fp32 by at most {limits['max_delta_mean_dice']:g} / {limits['max_delta_mean_best_iou']:g}. "
+        "Agreement: per-mask Dice with the fp32 mask (every mask of every step). "
+        f"Verdict: **{'passed' if gate['passed'] else 'FAILED'}**.",
+        "",
+        *_table(
+            ["protocol", "slices", "DSC", "DSC fp32", "Δ DSC", "best IoU", "best IoU fp32", "Δ IoU",
+             "agreement mean", "agreement p1", "≥ 0.95", "≥ 0.99", "gate"],
+            rows,
+        ),
+    ]  # fmt: skip
 
 
 def _latency_lines(latency: dict) -> list[str]:

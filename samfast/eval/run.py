@@ -20,6 +20,7 @@ from samfast.eval import records
 from samfast.eval.datasets import Case, Skipped, load_case
 from samfast.eval.executors import CaseExecutor, LocalExecutor
 from samfast.eval.metrics import bounding_box, dice, hd95, iou, nsd
+from samfast.eval.parity import gate_slice
 from samfast.eval.prompts import extent_box_3d, jittered_box, margin_box
 from samfast.eval.protocols import (
     replay,
@@ -363,6 +364,7 @@ class Evaluation:
                 ref_steps = replay(self.compare[1], task.gt, steps, s.feed_logits, ref_masks)
                 decoder[protocol]["compare_ms"] = 1e3 * (time.perf_counter() - started)
                 closing["compare"] = _parity(steps, masks, ref_steps, ref_masks, self.compare[0])
+                closing["compare"]["gate"] = gate_slice(steps, masks, ref_steps, ref_masks, task.gt)
             rows.extend(step_rows + [closing])
         timings["decoder"] = decoder
         return rows, timings

@@ -9,6 +9,7 @@ from collections import defaultdict
 import numpy as np
 from scipy import stats
 
+from samfast.eval.parity import precision_gate
 from samfast.eval.records import slice_key
 from samfast.eval.run import SELECTIONS
 
@@ -177,6 +178,10 @@ def summarise(
             subset = [r for r in mine if r["plane"] == plane]
             protocols.setdefault(protocol, {})[plane] = _protocol_plane(subset, steps)
         parity[protocol] = _parity(mine, steps)
+    gated = {
+        p: [r["compare"]["gate"] for r in slices if r["protocol"] == p and "gate" in r.get("compare", {})]
+        for p in parity
+    }
     latency = _latency(timings)
     latency["peak_rss_mb"] = peak_rss_mb()
     if wall_s is not None:
@@ -191,6 +196,9 @@ def summarise(
         "protocols": protocols,
         "volumes": _volumes(cases),
         "parity": {p: v for p, v in parity.items() if v},
+        "precision_gate": precision_gate({p: g for p, g in gated.items() if g})
+        if any(gated.values())
+        else {},
         "latency": latency,
         **({"executor": executor} if executor else {}),
     }

@@ -32,9 +32,9 @@ class Predictor:
     def __init__(
         self,
         model: str = "litemedsam",
-        backend: str = "onnxruntime",
+        backend: str | None = None,
         device: str = "cpu",
-        precision: str = "fp32",
+        precision: str | None = None,
         checkpoint: str | os.PathLike | None = None,
         random_weights: bool = False,
         engine_dir: str | os.PathLike | None = None,
@@ -43,15 +43,24 @@ class Predictor:
         cache=None,
     ) -> None:
         """``cache``: a samfast.runtime.embedding_cache.EmbeddingCache; set_image then skips the
-        encoder for a slice (same preprocessed pixels, model, weights, backend, precision) seen before."""
+        encoder for a slice (same preprocessed pixels, model, weights, backend, precision) seen before.
+
+        ``backend`` / ``precision`` left out: the fastest configuration that passed the accuracy
+        gate on this machine (`samfast tune`'s profile), else onnxruntime fp32; ``precision``
+        "auto" asks for the profile's pick explicitly (samfast.runtime.precision)."""
+        from samfast.runtime.precision import resolve
+
         self.spec = get_spec(model)
         self.weights = resolve_weights(self.spec.name, checkpoint, random_weights)
+        self.choice = resolve(backend, device, precision, log=log, model=self.spec.name)
+        if self.choice.source == "profile":
+            log(f"machine profile: {self.choice.backend} {self.choice.precision} (samfast tune)")
         self.backend = backend_building_missing_set(
-            backend,
+            self.choice.backend,
             self.spec.name,
             self.weights,
             device,
-            precision,
+            self.choice.precision,
             Path(engine_dir) if engine_dir else None,
             log=log,
             threads=threads,
