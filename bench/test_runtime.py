@@ -26,9 +26,8 @@ from test_latency import CpuWatch, load_average
 
 from samfast import preprocess
 from samfast.backends import Prompts
-from samfast.eval.protocols import run_points_putz
+from samfast.eval.protocols import run_points_putz, run_slices
 from samfast.export.manifest import dist_version
-from samfast.runtime.batched_protocol import batched_points_putz
 from samfast.runtime.embedding_cache import EmbeddingCache
 from samfast.runtime.predictor import Predictor
 from samfast.runtime.streaming import stream_embeddings
@@ -239,7 +238,7 @@ def fast_volume(encoder, decoder, volume, gts: dict[int, np.ndarray], cache) -> 
     """Streamed OpenVINO encoder (+ cache), then 9 batched decoder steps over all slices."""
     zs = list(gts)
     embeddings = [e for _, e in stream_embeddings(encoder, volume, indices=zs, cache=cache)]
-    records = batched_points_putz(decoder, embeddings, [gts[z] for z in zs])
+    records = run_slices(decoder, np.concatenate(embeddings), [gts[z] for z in zs], "points-putz")
     return dict(zip(zs, records, strict=True))
 
 

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from samfast.cli._common import guarded
 from samfast.errors import InputError
+from samfast.eval.protocols import PROTOCOLS
 
 app = typer.Typer(help="Benchmarks: accuracy parity with the reference and latency.", no_args_is_help=True)
 
@@ -32,8 +33,7 @@ Protocol = Annotated[
     str,
     typer.Option(
         "--protocol",
-        help="box, box-jitter, box-margin, box-3d, points-putz, points-mazurowski, box-points; "
-        "comma-separated, or all.",
+        help=f"{', '.join(PROTOCOLS)}; comma-separated, or all.",
     ),
 ]
 Plane = Annotated[str, typer.Option("--plane", help="axial, coronal, sagittal or tri (all three + vote).")]
@@ -70,9 +70,6 @@ RandomWeights = Annotated[bool, typer.Option("--random-weights", help="Random we
 Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 Fresh = Annotated[bool, typer.Option("--fresh", help="Discard earlier results in --out.")]
 
-MAX_DELTA_MEAN_IOU = 0.002  # the bench's parity gate with --compare
-MIN_FRACTION_DICE = 0.99
-
 
 @dataclass
 class Options:
@@ -102,7 +99,7 @@ class Options:
 
 def _settings(o: Options):
     from samfast.eval.datasets import target_labels
-    from samfast.eval.run import PROTOCOLS, Settings
+    from samfast.eval.settings import Settings
     from samfast.eval.slicing import PLANES
     from samfast.preprocess import NORMALIZERS
 
@@ -187,11 +184,9 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
     written = write_report(options.out, summary, rows, primary.weights.random)
     _print(summary, primary.weights.random)
     console.print(f"report: {written[0]}; rows: {options.out / records.RESULTS}", highlight=False)
-    failed = [
-        protocol
-        for protocol, p in summary["parity"].items()
-        if p["delta_mean_iou"] > MAX_DELTA_MEAN_IOU or p["fraction_mask_dice_ge_0.99"] < MIN_FRACTION_DICE
-    ]
+    from samfast.eval.parity import RUN_PARITY
+
+    failed = [protocol for protocol, p in summary["parity"].items() if RUN_PARITY.failed(p)]
     if failed:
         typer.echo(f"error: parity with {options.compare} failed for {', '.join(failed)}", err=True)
         raise typer.Exit(1)
@@ -224,11 +219,13 @@ def _print(summary: dict, random_weights: bool) -> None:
             console.print(
                 f"{protocol}: tri-planar vote 3D DSC {planes['tri']['oracle']['dice'].get('mean', 0):.3f}"
             )
+    from samfast.eval.parity import RUN_PARITY
+
     for protocol, p in summary["parity"].items():
         console.print(
             f"parity {protocol} vs {p['backend']}: Δ mean IoU {p['delta_mean_iou']:.4f}, min mask Dice "
-            f"{p['min_mask_dice']:.4f}, {100 * p['fraction_mask_dice_ge_0.99']:.1f}% of "
-            f"{p['slices']} slices ≥ 0.99"
+            f"{p['min_mask_dice']:.4f}, {100 * p[RUN_PARITY.fraction_key]:.1f}% of "
+            f"{p['slices']} slices ≥ {RUN_PARITY.mask_dice:g}"
         )
     latency = summary["latency"]
     if latency.get("slices"):
