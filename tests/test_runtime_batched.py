@@ -121,12 +121,15 @@ def test_torch_one_decode_per_step_equals_the_per_slice_protocol(torch_setup):
         return backend_rows(*args)
 
     run = lambda gt: run_points_putz(predictor, gt, max_points=4)  # noqa: E731
-    expected = one_by_one(predictor, embeddings, gts, run)
     predictor.backend.decode_rows = counted
     try:
+        expected = one_by_one(predictor, embeddings, gts, run)
+        assert not calls  # on the CPU the Predictor decodes row by row (torch's batch costs more there)
+        predictor.batch_rows = True  # as on a GPU: one decode_rows call per step
         got = run_slices(predictor, np.concatenate(embeddings), gts, "points-putz", max_points=4)
     finally:
         del predictor.backend.decode_rows
+        predictor.batch_rows = False
     assert_same_records(expected, got)
     assert len(calls) == max(len(r) for r in got) and calls[0] == len(gts)
 

@@ -62,8 +62,16 @@ class Predictor:
             threads=threads,
         )
         self.cache = cache
-        self.image_states = ImageStateCache(self.backend)
+        self._start_program_tier()
         self.reset_image()
+
+    def _start_program_tier(self) -> None:
+        self.image_states = ImageStateCache(self.backend)
+        # Many rows in one decoder call where the backend can (torch: decode_rows) and it pays: on
+        # a GPU. On the CPU torch's decoder costs more per row in a batch (bench/README.md: 56 ms
+        # per prompt alone, 101 ms in a batch of 8), so rows go one by one there.
+        device = str(self.backend.describe().get("device", "cpu"))
+        self.batch_rows = hasattr(self.backend, "decode_rows") and device.startswith("cuda")
 
     @classmethod
     def from_backend(cls, model: str, weights, backend) -> Predictor:
@@ -73,7 +81,7 @@ class Predictor:
         predictor.weights = weights
         predictor.backend = backend
         predictor.cache = None
-        predictor.image_states = ImageStateCache(backend)
+        predictor._start_program_tier()
         predictor.reset_image()
         return predictor
 
@@ -315,7 +323,7 @@ class Predictor:
                 )
                 for part in parts
             ]
-        elif hasattr(self.backend, "decode_rows"):
+        elif self.batch_rows:
             outs = [self.backend.decode_rows(embeddings[rows], prompts)]
         else:
             # The plain exported graphs repeat one embedding over the prompt batch: one call per
