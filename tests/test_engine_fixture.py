@@ -14,16 +14,18 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import DEMO
+from conftest import CASES, DEMO
 from typer.testing import CliRunner
 
 from samfast.cli import app
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# fixture -> (the run's options, the cases it covers; the second run checks one case, to stay lean)
 RUNS = {
-    "engine_5f0ae9a_seed0": ("--slices-per-case", "3", "--seed", "0"),
+    "engine_5f0ae9a_seed0": (("--slices-per-case", "3", "--seed", "0"), CASES),
     "engine_5f0ae9a_seed2_feed_suggested": (
-        *("--slices-per-case", "2", "--seed", "2", "--feed-logits", "--follow", "suggested"),
+        ("--slices-per-case", "2", "--seed", "2", "--feed-logits", "--follow", "suggested", "--cases", "1"),
+        CASES[:1],
     ),
 }
 IOU_TOLERANCE = 1e-3
@@ -43,10 +45,11 @@ def _key(row: dict) -> tuple:
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_engine_reproduces_the_recorded_rows(name, tmp_path):
     out = tmp_path / "run"
-    args = ["bench", "brats", "--data", str(DEMO), "--protocol", "all", "--out", str(out), *RUNS[name]]
+    options, cases = RUNS[name]
+    args = ["bench", "brats", "--data", str(DEMO), "--protocol", "all", "--out", str(out), *options]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    expected = {_key(r): r for r in _rows(FIXTURES / f"{name}.jsonl.gz")}
+    expected = {_key(r): r for r in _rows(FIXTURES / f"{name}.jsonl.gz") if r["case"] in cases}
     got = {_key(r): r for r in _rows(out / "results.jsonl")}
     assert sorted(got) == sorted(expected)  # same cases, slices, protocols and number of steps
 
@@ -67,5 +70,5 @@ def test_engine_reproduces_the_recorded_rows(name, tmp_path):
             for selection, entry in old["selections"].items():
                 assert new["selections"][selection]["best_step"] == entry["best_step"], (key, selection)
                 assert abs(new["selections"][selection]["iou"] - entry["iou"]) <= IOU_TOLERANCE, key
-    assert total > 500
+    assert total > 250  # enough masks compared for the 99.5 % share to mean something
     assert within / total >= MIN_FRACTION_WITHIN, f"{within} of {total} IoUs within {IOU_TOLERANCE}"
