@@ -23,7 +23,7 @@ import torch
 
 from samfast import preprocess
 from samfast.backends.base import release
-from samfast.runtime.batched_protocol import batched_points_putz
+from samfast.eval.protocols import run_slices
 from samfast.runtime.predictor import Predictor
 from samfast.runtime.streaming import SliceStreamer
 
@@ -71,7 +71,7 @@ def main() -> None:
     after_stream_kib = status_kib()
     # The encoder is done: its compiled graph (~300 MiB) is not needed by the protocol.
     release(encoder.backend)
-    records = batched_points_putz(decoder, kept, [mask[z] for z in tumour])
+    records = run_slices(decoder, kept, [mask[z] for z in tumour], "points-putz")
     peak_kib = status_kib()
     print(
         json.dumps(

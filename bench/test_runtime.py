@@ -22,13 +22,13 @@ import pytest
 import SimpleITK as sitk
 import torch
 from conftest import CASE, CASE_DIR, TUMOUR_CORE
+from naive_putz import putz_slice
 from test_latency import CpuWatch, load_average
 
 from samfast import preprocess
 from samfast.artifacts.manifest import dist_version
 from samfast.backends import Prompts
-from samfast.eval.protocols import run_points_putz
-from samfast.runtime.batched_protocol import batched_points_putz
+from samfast.eval.protocols import run_slices
 from samfast.runtime.embedding_cache import EmbeddingCache
 from samfast.runtime.predictor import Predictor
 from samfast.runtime.streaming import stream_embeddings
@@ -228,18 +228,17 @@ def test_decoder_per_prompt(benchmark, predictors, embeddings, case, count):
 
 def naive_volume(predictor, volume, gts: dict[int, np.ndarray]) -> dict[int, list]:
     """segment-anything style: set_image per slice, predict per point, eager, no batching/cache."""
-    out = {}
-    for z, gt in gts.items():
-        predictor.set_image(volume[z])
-        out[z] = run_points_putz(predictor, gt)
-    return out
+    return {
+        z: [{"points": points, "ious": ious} for points, ious in putz_slice(predictor, volume[z], gt)]
+        for z, gt in gts.items()
+    }
 
 
 def fast_volume(encoder, decoder, volume, gts: dict[int, np.ndarray], cache) -> dict[int, list]:
     """Streamed OpenVINO encoder (+ cache), then 9 batched decoder steps over all slices."""
     zs = list(gts)
     embeddings = [e for _, e in stream_embeddings(encoder, volume, indices=zs, cache=cache)]
-    records = batched_points_putz(decoder, embeddings, [gts[z] for z in zs])
+    records = run_slices(decoder, np.concatenate(embeddings), [gts[z] for z in zs], "points-putz")
     return dict(zip(zs, records, strict=True))
 
 

@@ -104,16 +104,22 @@ def test_putz_points_match_an_independent_implementation(predictor, scaled, case
 
 
 class StubPredictor:
-    """Returns fixed masks (GT, empty, everything) with fixed predicted IoUs."""
+    """The program tier returning fixed masks (GT, empty, everything) with fixed predicted IoUs."""
 
     def __init__(self, gt: np.ndarray, scores: tuple[float, float, float]) -> None:
-        self.masks = np.stack([gt, np.zeros_like(gt), np.ones_like(gt)])
+        self.fixed = np.stack([gt, np.zeros_like(gt), np.ones_like(gt)])
         self.scores = np.array(scores, np.float32)
         self.calls = 0
 
-    def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None, multimask_output=True):
+    def get_image_embedding(self) -> np.ndarray:
+        return np.zeros((1, 1, 1, 1), np.float32)
+
+    def predict_rows(self, embeddings, rows, original_size, *prompts):
         self.calls += 1
-        return self.masks, self.scores, np.zeros((3, 4, 4), np.float32)
+        return np.zeros((len(rows), 3, 4, 4), np.float32), np.tile(self.scores, (len(rows), 1))
+
+    def masks(self, low_res, original_size):
+        return self.fixed
 
 
 def test_protocol_stops_when_the_followed_mask_is_perfect():

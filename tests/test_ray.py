@@ -194,10 +194,10 @@ def test_two_node_cluster_gives_the_single_process_rows(single, data, tmp_path, 
 
 def test_a_worker_killed_mid_case_loses_and_duplicates_nothing(single, data, tmp_path, cluster):
     from samfast import Predictor
+    from samfast.artifacts.layout import default_engine_dir
     from samfast.eval.datasets import find_brats_cases
     from samfast.eval.ray_executor import RayExecutor, session
     from samfast.eval.run import Evaluation, Settings
-    from samfast.artifacts.layout import default_engine_dir
 
     recipe = partial(Predictor, "tiny_vit_test", random_weights=True, engine_dir=default_engine_dir())
     settings = Settings(protocols=["box", "points-putz"], slices_per_case=3, crop_margin_mm=20.0)

@@ -1,7 +1,8 @@
-"""Batched protocols: step k of every slice in one decode gives the per-slice runners' records.
+"""The protocol driver on many slices: step k of every slice in one predict_rows call gives the
+records of each slice run alone (a batch of one) and of an independent per-point predict loop.
 
-Compared on real BraTS demo slices against samfast.eval.protocols, with the exported decoder (one
-call per row) and with torch's true batched decode (one call per step).
+On real BraTS demo slices, with the exported split decoder (one call per row) and with torch's true
+batched decode (one call per step).
 """
 
 from __future__ import annotations
@@ -9,17 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import tumour_slices
+from independent import putz_by_hand
 
 from samfast import Predictor
 from samfast.eval.metrics import bounding_box
-from samfast.eval.protocols import run_box_points, run_points_mazurowski, run_points_putz
+from samfast.eval.protocols import run_box_points, run_points_mazurowski, run_points_putz, run_slices
 from samfast.preprocess import normalize_mr_putz
-from samfast.runtime.batched_protocol import (
-    batched_box_points,
-    batched_points_mazurowski,
-    batched_points_putz,
-    decode_rows,
-)
 
 
 def _setup(backend: str, per_case: int, demo_cases):
@@ -71,17 +67,24 @@ def test_batched_putz_equals_the_per_slice_protocol(setup):
     predictor, embeddings, gts = setup
     expected = one_by_one(predictor, embeddings, gts, lambda gt: run_points_putz(predictor, gt))
     masks: list = []
-    got = batched_points_putz(predictor, np.concatenate(embeddings), gts, masks_out=masks)
+    got = run_slices(predictor, np.concatenate(embeddings), gts, "points-putz", masks_out=masks)
     assert_same_records(expected, got)
     assert [len(m) for m in masks] == [len(r) for r in got]
     assert max(len(r) for r in got) > 1  # the loop really iterated
+    # and an independent loop of people-tier predict calls, one per point, agrees
+    by_hand = one_by_one(predictor, embeddings, gts, lambda gt: putz_by_hand(predictor, gt))
+    for records, steps in zip(got, by_hand, strict=True):
+        assert [r["points"] for r in records] == [points for points, _ in steps]
+        np.testing.assert_allclose([r["ious"] for r in records], [ious for _, ious in steps], atol=1e-3)
 
 
 def test_batched_putz_with_logit_feedback_equals_the_per_slice_protocol(setup):
     predictor, embeddings, gts = setup
     run = lambda gt: run_points_putz(predictor, gt, max_points=4, feed_logits=True)  # noqa: E731
     expected = one_by_one(predictor, embeddings, gts, run)
-    got = batched_points_putz(predictor, embeddings, gts, max_points=4, feed_logits=True)
+    got = run_slices(
+        predictor, np.concatenate(embeddings), gts, "points-putz", max_points=4, feed_logits=True
+    )
     assert_same_records(expected, got)
     assert all(step["mask_input"] for records in got for step in records[1:])
 
@@ -95,12 +98,17 @@ def test_batched_mazurowski_and_box_points_equal_the_per_slice_protocols(setup):
         lambda gt: run_points_mazurowski(predictor, gt, np.random.default_rng(7), 5),
     )
     rngs = [np.random.default_rng(7) for _ in gts]
-    assert_same_records(expected, batched_points_mazurowski(predictor, embeddings, gts, rngs, 5))
+    stacked = np.concatenate(embeddings)
+    assert_same_records(
+        expected, run_slices(predictor, stacked, gts, "points-mazurowski", rngs, max_points=5)
+    )
     boxes = [bounding_box(gt) for gt in gts]
     expected = one_by_one(
         predictor, embeddings, gts, lambda gt: run_box_points(predictor, gt, bounding_box(gt), max_clicks=3)
     )
-    assert_same_records(expected, batched_box_points(predictor, embeddings, gts, boxes, max_clicks=3))
+    assert_same_records(
+        expected, run_slices(predictor, stacked, gts, "box-points", boxes=boxes, max_clicks=3)
+    )
 
 
 def test_torch_one_decode_per_step_equals_the_per_slice_protocol(torch_setup):
@@ -113,26 +121,28 @@ def test_torch_one_decode_per_step_equals_the_per_slice_protocol(torch_setup):
         return backend_rows(*args)
 
     run = lambda gt: run_points_putz(predictor, gt, max_points=4)  # noqa: E731
-    expected = one_by_one(predictor, embeddings, gts, run)
     predictor.backend.decode_rows = counted
     try:
-        got = batched_points_putz(predictor, embeddings, gts, max_points=4)
+        expected = one_by_one(predictor, embeddings, gts, run)
+        assert not calls  # on the CPU the Predictor decodes row by row (torch's batch costs more there)
+        predictor.batch_rows = True  # as on a GPU: one decode_rows call per step
+        got = run_slices(predictor, np.concatenate(embeddings), gts, "points-putz", max_points=4)
     finally:
         del predictor.backend.decode_rows
+        predictor.batch_rows = False
     assert_same_records(expected, got)
     assert len(calls) == max(len(r) for r in got) and calls[0] == len(gts)
 
 
-def test_decode_rows_gives_each_row_its_own_embedding(torch_setup):
-    predictor, embeddings, _ = torch_setup
-    from samfast.backends import Prompts
-
-    points = np.array([[[100.0, 120.0]], [[90.0, 140.0]]], np.float32)
-    prompts = Prompts(point_coords=points, point_labels=np.ones((2, 1), np.float32))
-    rows, scores = decode_rows(predictor.backend, np.concatenate(embeddings[:2]), prompts)
-    for i in range(2):
-        one = Prompts(point_coords=points[i : i + 1], point_labels=np.ones((1, 1), np.float32))
-        low, iou = predictor.backend.decode(embeddings[i], one)
-        np.testing.assert_allclose(rows[i], low[0], atol=1e-4)
-        np.testing.assert_allclose(scores[i], iou[0], atol=1e-5)
-    assert not np.allclose(rows[0], rows[1])
+def test_predict_rows_gives_each_row_its_own_embedding(torch_setup, setup):
+    for predictor, embeddings, gts in (torch_setup, setup):
+        points = np.array([[[100.0, 120.0]], [[90.0, 140.0]]], np.float32)
+        labels = np.ones((2, 1), np.float32)
+        stacked = np.concatenate(embeddings[:2])
+        rows, scores = predictor.predict_rows(stacked, [1, 0], gts[0].shape, points, labels)
+        for r, i in enumerate((1, 0)):
+            predictor.set_image_embedding(embeddings[i], gts[0].shape)
+            _, iou, low = predictor.predict_batch(points[r : r + 1], labels[r : r + 1])
+            np.testing.assert_allclose(rows[r], low[0], atol=1e-4)
+            np.testing.assert_allclose(scores[r], iou[0], atol=1e-5)
+        assert not np.allclose(rows[0], rows[1])

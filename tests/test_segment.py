@@ -34,6 +34,7 @@ from samfast.clinical.slice_model import SliceModel
 from samfast.clinical.volume import load_volume
 from samfast.eval.metrics import bounding_box, dice
 from samfast.preprocess import normalize_mr_putz
+from samfast.runtime.embedding_cache import EmbeddingCache
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +134,8 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(case, predictor, tmp_path):
 def test_propagation_walks_from_the_box_slice_and_says_why_it_stopped(case, predictor):
     series, _, core, box = case
     volume = load_volume(series)
-    model = SliceModel(predictor, volume.normalised(), cache_slices=5)
+    predictor.cache = EmbeddingCache(max_bytes=5 * (4 << 20))  # five LiteMedSAM embeddings
+    model = SliceModel(predictor, volume.normalised())
     one_slice = build_prompts(volume.image, box[:2] + [2] + box[3:5] + [2])
     result = segment_volume(model, one_slice, (1.0, 1.0), propagate_from_one=True)
     assert result.start_slice == 2 and set(result.stops) == {"down", "up"}
@@ -246,7 +248,8 @@ def tight_box(mask: np.ndarray) -> np.ndarray:
 def test_propagation_from_the_central_slice_is_within_005_of_the_3d_box(case_id, predictor):
     volume, core = load_case(case_id)
     scaled = normalize_mr_putz(volume)
-    model = SliceModel(predictor, scaled, cache_slices=volume.shape[0])
+    predictor.cache = EmbeddingCache(max_bytes=volume.shape[0] * (4 << 20))
+    model = SliceModel(predictor, scaled)
     zs = np.flatnonzero(core.any(axis=(1, 2)))
     per_slice = VolumePrompts({int(z): SlicePrompt(box=tight_box(core[z])) for z in zs}, (zs[0], zs[-1]))
     tight = dice(segment_volume(model, per_slice, (1.0, 1.0)).mask, core)

@@ -15,9 +15,9 @@ from conftest import tumour_slices
 from samfast import Predictor, preprocess
 from samfast.backends import Prompts
 from samfast.eval.metrics import bounding_box
-from samfast.eval.protocols import run_points_putz
+from samfast.eval.protocols import run_points_putz, run_slices
 from samfast.export.split_decoder import DecoderImageSide, DecoderPromptSide
-from samfast.runtime.batched_protocol import ImageStates, batched_points_putz
+from samfast.runtime.image_states import ImageStateCache
 
 LOGIT_ATOL = 1e-3  # low-res logits span about ±40
 IOU_ATOL = 1e-4
@@ -155,7 +155,9 @@ def test_batched_protocol_bounded_state_store_gives_the_same_records(reference):
         expected.append(run_points_putz(predictor, gt, max_points=4))
     one_state = 1  # room for no state at all: every step recomputes them
     for budget in (one_state, 64 << 20):
-        got = batched_points_putz(predictor, embeddings, slices, max_points=4, state_bytes=budget)
+        predictor.image_states = ImageStateCache(predictor.backend, budget)
+        got = run_slices(predictor, embeddings, slices, "points-putz", max_points=4)
+        assert (len(predictor.image_states) == 0) == (budget == one_state)
         for a_steps, b_steps in zip(expected, got, strict=True):
             assert [s["points"] for s in a_steps] == [s["points"] for s in b_steps]
             for a, b in zip(a_steps, b_steps, strict=True):
@@ -166,11 +168,20 @@ def test_image_state_store_keeps_what_fits_and_recomputes_the_rest(reference):
     _, embeddings, _ = reference
     backend = Predictor("litemedsam", backend="onnxruntime", log=lambda m: None).backend
     one = sum(v.nbytes for v in backend.image_state(embeddings[:1]).values())
-    store = ImageStates(backend, max_bytes=2 * one)
-    first = store.rows([0, 1, 2, 3], embeddings)
-    assert sorted(store.kept) == [0, 1] and store.bytes == 2 * one and store.computed == 4
-    again = store.rows([3, 1, 0, 2], embeddings)
+    store = ImageStateCache(backend, max_bytes=2 * one)
+    first = store.states(embeddings, [0, 1, 2, 3], evict=False)  # a program's scan: no eviction
+    assert len(store) == 2 and store.bytes == 2 * one and store.computed == 4
+    again = store.states(embeddings, [3, 1, 0, 2], evict=False)
     assert store.computed == 6  # 2 and 3 again, 0 and 1 from the store
     again = {name: value[[2, 1, 3, 0]] for name, value in again.items()}
     for name in first:
         np.testing.assert_array_equal(first[name], again[name])
+    # a person's clicks: least recently used out, so the newest slice is kept
+    store.states(embeddings, [3], evict=True)
+    assert store.computed == 7 and store.bytes == 2 * one
+    store.states(embeddings, [0, 3], evict=True)
+    assert store.computed == 7  # 1 (used before 0) went; 0 and 3 kept
+    # a freed embedding array never answers for another one
+    copy = embeddings.copy()
+    store.states(copy, [1], evict=True)
+    assert store.computed == 8

@@ -46,11 +46,10 @@ from samfast.cli.options import (
     Workers,
 )
 from samfast.errors import InputError
+from samfast.eval.protocols import PROTOCOLS
 
 app = typer.Typer(help="Benchmarks: accuracy parity with the reference and latency.", no_args_is_help=True)
 
-MAX_DELTA_MEAN_IOU = 0.002  # the bench's parity gate with --compare
-MIN_FRACTION_DICE = 0.99
 
 
 @dataclass
@@ -86,7 +85,7 @@ class Options:
 
 def _settings(o: Options):
     from samfast.eval.datasets import target_labels
-    from samfast.eval.run import PROTOCOLS, Settings
+    from samfast.eval.settings import Settings
     from samfast.eval.slicing import PLANES
     from samfast.preprocess import NORMALIZERS
 
@@ -117,12 +116,12 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
     from functools import partial
 
     from samfast import Predictor
+    from samfast.artifacts.layout import default_engine_dir
     from samfast.cli import _cluster
     from samfast.eval import records
     from samfast.eval.report import write_report
     from samfast.eval.run import Evaluation
     from samfast.eval.summary import summarise
-    from samfast.artifacts.layout import default_engine_dir
     from samfast.models import get_spec
 
     settings = _settings(options)
@@ -198,11 +197,9 @@ def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> N
             typer.echo(f"error: {precision} failed the accuracy gate for {', '.join(failed)}", err=True)
             raise typer.Exit(1)
         return
-    failed = [
-        protocol
-        for protocol, p in summary["parity"].items()
-        if p["delta_mean_iou"] > MAX_DELTA_MEAN_IOU or p["fraction_mask_dice_ge_0.99"] < MIN_FRACTION_DICE
-    ]
+    from samfast.eval.parity import RUN_PARITY
+
+    failed = [protocol for protocol, p in summary["parity"].items() if RUN_PARITY.failed(p)]
     if failed:
         typer.echo(f"error: parity with {options.compare} failed for {', '.join(failed)}", err=True)
         raise typer.Exit(1)
@@ -235,11 +232,13 @@ def _print(summary: dict, random_weights: bool) -> None:
             console.print(
                 f"{protocol}: tri-planar vote 3D DSC {planes['tri']['oracle']['dice'].get('mean', 0):.3f}"
             )
+    from samfast.eval.parity import RUN_PARITY
+
     for protocol, p in summary["parity"].items():
         console.print(
             f"parity {protocol} vs {p['backend']}: Δ mean IoU {p['delta_mean_iou']:.4f}, min mask Dice "
-            f"{p['min_mask_dice']:.4f}, {100 * p['fraction_mask_dice_ge_0.99']:.1f}% of "
-            f"{p['slices']} slices ≥ 0.99"
+            f"{p['min_mask_dice']:.4f}, {100 * p[RUN_PARITY.fraction_key]:.1f}% of "
+            f"{p['slices']} slices ≥ {RUN_PARITY.mask_dice:g}"
         )
     gate = summary.get("precision_gate") or {}
     for protocol, v in gate.get("protocols", {}).items():

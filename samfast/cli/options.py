@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from samfast.eval.protocols import PROTOCOLS
+
 # -- the model and where it runs (every command that predicts) ---------------------------------
 Model = Annotated[str, typer.Option("--model", "-m", help="Registry model name.")]
 Backend = Annotated[
@@ -49,8 +51,7 @@ Protocol = Annotated[
     str,
     typer.Option(
         "--protocol",
-        help="box, box-jitter, box-margin, box-3d, points-putz, points-mazurowski, box-points; "
-        "comma-separated, or all.",
+        help=f"{', '.join(PROTOCOLS)}; comma-separated, or all.",
     ),
 ]
 Plane = Annotated[str, typer.Option("--plane", help="axial, coronal, sagittal or tri (all three + vote).")]

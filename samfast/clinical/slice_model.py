@@ -1,12 +1,12 @@
-"""The predictor bound to one volume: encode a slice once, then answer prompts on it with the decoder.
+"""The predictor bound to one volume: encode a slice, then answer prompts on it with the decoder.
 
-Up to ``cache_slices`` embeddings are kept (least recently used goes first), so a second prompt on
-an already-encoded slice costs one decoder call. A shared lock lets several volumes use one predictor.
+Embeddings are kept by the predictor's one content-keyed EmbeddingCache (``predictor.cache``, shared
+by every volume and session on that predictor), so a second prompt on an already-encoded slice costs
+one decoder call. A shared lock lets several volumes use one predictor.
 """
 
 from __future__ import annotations
 
-import collections
 import threading
 
 import numpy as np
@@ -15,29 +15,18 @@ from samfast.clinical.prompts import SlicePrompt
 
 
 class SliceModel:
-    def __init__(self, predictor, volume_input: np.ndarray, cache_slices: int = 0, lock=None) -> None:
+    def __init__(self, predictor, volume_input: np.ndarray, lock=None) -> None:
         self.predictor = predictor
         self.volume_input = volume_input  # (z, y, x) normalised intensities
-        self.cache_slices = cache_slices
         self.lock = lock or threading.Lock()
-        self._embeddings: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self._keys: dict[int, str] = {}  # slice -> content key of its embedding in the cache
 
     def is_cached(self, z: int) -> bool:
-        return z in self._embeddings
+        cache, key = self.predictor.cache, self._keys.get(int(z))
+        return cache is not None and key is not None and key in cache
 
-    def _select(self, z: int) -> bool:
-        """Make slice z the predictor's image; True when it came from the cache (no encoder run)."""
-        shape = self.volume_input.shape[1:]
-        if z in self._embeddings:
-            self._embeddings.move_to_end(z)
-            self.predictor.set_image_embedding(self._embeddings[z], shape)
-            return True
-        self.predictor.set_image(self.volume_input[z])
-        if self.cache_slices > 0:
-            self._embeddings[z] = self.predictor.get_image_embedding()
-            while len(self._embeddings) > self.cache_slices:
-                self._embeddings.popitem(last=False)
-        return False
+    def cached_slices(self) -> int:
+        return sum(self.is_cached(z) for z in self._keys)
 
     def predict(self, z: int, prompt: SlicePrompt, mask_input: np.ndarray | None = None):
         """(mask H×W bool, predicted IoU, low-res logits, cached) for one slice's prompt.
@@ -47,7 +36,9 @@ class SliceModel:
         """
         multimask = prompt.box is None
         with self.lock:
-            cached = self._select(int(z))
+            cached = self.predictor.set_image(self.volume_input[int(z)])
+            if self.predictor.cache is not None:
+                self._keys[int(z)] = self.predictor.embedding_key
             masks, scores, logits = self.predictor.predict(
                 point_coords=prompt.points,
                 point_labels=prompt.labels,
@@ -57,6 +48,3 @@ class SliceModel:
             )
         best = int(np.argmax(scores))
         return masks[best], float(scores[best]), logits[best], cached
-
-    def cache_bytes(self) -> int:
-        return sum(e.nbytes for e in self._embeddings.values())

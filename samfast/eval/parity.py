@@ -253,3 +253,25 @@ def precision_gate(slices_by_protocol: dict[str, list[dict]], gate: TaskGate = T
         "protocols": protocols,
         "passed": bool(protocols) and all(v["passed"] for v in protocols.values()),
     }
+
+
+@dataclass(frozen=True)
+class RunParity:
+    """The parity gate of an evaluation run with --compare (the same prompts replayed on another
+    backend), read by the bench's exit status, the summary and the report."""
+
+    max_delta_mean_iou: float = 0.002  # |mean IoU - mean IoU on the compare backend|, per protocol
+    mask_dice: float = 0.99  # a slice passes when every step's followed masks agree this well ...
+    min_fraction: float = 0.99  # ... and this share of the slices must pass
+
+    @property
+    def fraction_key(self) -> str:
+        return f"fraction_mask_dice_ge_{self.mask_dice:g}"
+
+    def failed(self, entry: dict) -> bool:
+        """Whether a summary's parity entry of one protocol misses the gate."""
+        too_far = entry["delta_mean_iou"] > self.max_delta_mean_iou
+        return too_far or entry[self.fraction_key] < self.min_fraction
+
+
+RUN_PARITY = RunParity()

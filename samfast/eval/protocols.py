@@ -1,12 +1,17 @@
-"""Prompt protocols on one slice: points (Putz, Mazurowski), box, box + correction clicks.
+"""The papers' prompt protocols: one table of records and one driver that runs them on many slices.
 
-Each takes a Predictor whose image is already set and the slice's GT mask, and returns one plain,
-JSON-serialisable dict per model call, so a benchmark can store the whole trajectory. Pass a list as
-``masks_out`` to also receive every call's masks (C, H, W) — for mask selection, metrics and parity.
+Each protocol is a record (first prompt, next-prompt rule, steps, mask selection, multimask); PROTOCOLS
+is the only list of them (CLI help, settings and reports read it). ``run_tracks`` runs step k of every
+slice still running in one batched Predictor.predict_rows call: a slice's next click depends only on
+its own previous mask. One slice is a batch of one (run_points_putz & co.); a replay of recorded
+steps on another backend (--compare) goes through the same driver.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -15,6 +20,8 @@ from scipy import ndimage
 from samfast.eval.metrics import bounding_box, iou
 from samfast.eval.prompts import (
     Point,
+    jittered_box,
+    margin_box,
     mazurowski_first_point,
     mazurowski_next_point,
     putz_first_point,
@@ -24,32 +31,205 @@ from samfast.eval.prompts import (
 Step = dict[str, Any]
 
 
-def _predict(
-    predictor,
-    gt: np.ndarray,
-    points: list[Point],
-    box: np.ndarray | None,
-    mask_input: np.ndarray | None,
-    multimask_output: bool,
-) -> tuple[Step, np.ndarray, np.ndarray]:
-    """One model call -> (record, masks (C, H, W), low-res logits (C, L, L))."""
-    coords = labels = None
-    if points:
-        coords = np.array([p[:2] for p in points], np.float32)
-        labels = np.array([p[2] for p in points], np.float32)
-    masks, scores, low_res = predictor.predict(
-        point_coords=coords,
-        point_labels=labels,
-        box=box,
-        mask_input=mask_input,
-        multimask_output=multimask_output,
+@dataclass
+class SliceTask:
+    """What a protocol needs beyond the image: the GT, spacing, the 3D box, a generator, the settings."""
+
+    gt: np.ndarray
+    spacing: tuple[float, float]  # (row, column) mm
+    extent_box: np.ndarray | None
+    rng: np.random.Generator | None
+    settings: Any  # samfast.eval.settings.Settings (or any object with its protocol fields)
+
+
+def component_boxes(gt: np.ndarray) -> np.ndarray:
+    """(K, 4) tight boxes of every 8-connected component of a 2D mask, largest first."""
+    labelled, count = ndimage.label(np.asarray(gt, bool), structure=np.ones((3, 3), int))
+    parts = [labelled == k for k in range(1, count + 1)]
+    parts.sort(key=lambda part: -int(part.sum()))
+    return np.stack([bounding_box(part) for part in parts])
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One protocol. ``first`` gives the first call's (points, box); a box of shape (K, 4) is one box
+    per region, decoded as K rows whose masks are united. ``next_point(gt, followed mask, rng)`` gives
+    the next click or None (stop); ``follow`` names the mask the next click follows and every step
+    records as chosen (oracle or suggested); ``multimask``: three masks per call, else one."""
+
+    name: str
+    first: Callable[[SliceTask], tuple[list[Point], np.ndarray | None]]
+    next_point: Callable[[np.ndarray, np.ndarray, np.random.Generator], Point | None] | None
+    steps: Callable[[Any], int]
+    follow: Callable[[Any], str]
+    multimask: bool
+    feeds_logits: Callable[[Any], bool] = lambda s: False
+
+
+def _tight_box(task: SliceTask) -> np.ndarray:
+    return component_boxes(task.gt) if task.settings.box_per == "component" else bounding_box(task.gt)
+
+
+def _box_record(name: str, box: Callable[[SliceTask], np.ndarray]) -> Protocol:
+    # Single-mask output, as MedSAM-style models are trained; one call.
+    return Protocol(name, lambda t: ([], box(t)), None, lambda s: 1, lambda s: "suggested", False)
+
+
+def _putz_next(gt: np.ndarray, mask: np.ndarray, rng) -> Point | None:
+    return putz_next_point(gt, mask)  # Putz's rule draws nothing at random
+
+
+TABLE: tuple[Protocol, ...] = (
+    _box_record("box", _tight_box),
+    _box_record("box-jitter", lambda t: jittered_box(t.gt, t.rng, t.settings.jitter_px)),
+    _box_record("box-margin", lambda t: margin_box(t.gt, t.rng, t.spacing, t.settings.margin_mm)),
+    _box_record("box-3d", lambda t: t.extent_box),
+    # Putz et al.: first point at the GT centre, then up to max_points in all, 3 masks each. The paper
+    # places each next point from "the mask prediction" and reports the oracle mask (the expert keeps
+    # the best), so the next point follows the oracle by default. Putz fed no mask prompts (their
+    # Discussion); --feed-logits passes the followed mask's logits back, as SAM's interactive loop.
+    Protocol(
+        "points-putz",
+        lambda t: ([putz_first_point(t.gt)], None),
+        _putz_next,
+        lambda s: s.max_points,
+        lambda s: s.follow,
+        True,
+        lambda s: s.feed_logits,
+    ),
+    # Mazurowski et al. Algorithm 1: error-region centres, random ties; "we always use the mask with
+    # highest confidence" (their Section 2), so the error region comes from the suggested mask.
+    Protocol(
+        "points-mazurowski",
+        lambda t: ([mazurowski_first_point(t.gt, t.rng)], None),
+        mazurowski_next_point,
+        lambda s: s.max_points,
+        lambda s: "suggested",
+        True,
+    ),
+    # A box alone, then up to max_clicks Putz-rule correction clicks beside it.
+    Protocol(
+        "box-points",
+        lambda t: ([], bounding_box(t.gt)),
+        _putz_next,
+        lambda s: s.max_clicks + 1,
+        lambda s: s.follow,
+        True,
+    ),
+)
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in TABLE}
+ITERATIVE = tuple(p.name for p in TABLE if p.next_point is not None)  # the ones with click curves
+
+
+@dataclass
+class Track:
+    """One slice under one protocol: its prompts so far and every step's record and masks.
+
+    ``row`` is its embedding's row in the batch; ``script`` (a replay) holds recorded steps whose
+    prompts and chosen masks are repeated instead of asking the protocol's rule.
+    """
+
+    row: int
+    gt: np.ndarray
+    points: list[Point]
+    box: np.ndarray | None
+    rng: np.random.Generator | None = None
+    script: list[Step] | None = None
+    mask_input: np.ndarray | None = None
+    records: list[Step] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)  # every step's (C, H, W) masks
+    done: bool = False
+
+
+def start(protocol: Protocol, task: SliceTask, row: int, box: np.ndarray | None = None) -> Track:
+    """A slice's track, its first prompt drawn (from ``task.rng`` where the protocol draws);
+    ``box`` replaces the protocol's first box."""
+    points, first_box = protocol.first(task)
+    box = first_box if box is None else box
+    return Track(
+        row,
+        np.asarray(task.gt, bool),
+        list(points),
+        None if box is None else np.asarray(box, np.float32),
+        task.rng,
     )
-    ious = [iou(mask, gt) for mask in masks]
+
+
+def replaying(steps: list[Step], gt: np.ndarray, row: int) -> Track:
+    """A track that repeats ``steps`` (another backend's records) prompt for prompt."""
+    track = Track(row, np.asarray(gt, bool), [], None, script=steps)
+    _load_script(track, 0)
+    return track
+
+
+def _load_script(track: Track, k: int) -> None:
+    step = track.script[k]
+    track.points = [tuple(p) for p in step["points"]]
+    track.box = None if step["box"] is None else np.asarray(step["box"], np.float32)
+
+
+def run_tracks(
+    predictor, embeddings: np.ndarray, tracks: Sequence[Track], protocol: Protocol, settings
+) -> None:
+    """Run ``protocol`` on every track, step k of all running tracks in one predict_rows call.
+
+    ``embeddings`` (N, C, h, w): track t decodes against ``embeddings[t.row]``. Tracks of slices of
+    different sizes are fine (one call per size). Results land in each track's records and masks.
+    """
+    follow, feed = protocol.follow(settings), protocol.feeds_logits(settings)
+    if follow not in ("oracle", "suggested"):
+        raise ValueError(f"follow must be 'oracle' or 'suggested', got {follow!r}")
+    steps = max((len(t.script) for t in tracks if t.script), default=protocol.steps(settings))
+    for _ in range(steps):
+        running = [t for t in tracks if not t.done]
+        # Rows of one call share a slice size, a point count and prompt kinds (in a protocol all
+        # running slices have taken the same steps, so this is one group per size).
+        groups: dict[tuple, list[Track]] = {}
+        for t in running:
+            kinds = (t.gt.shape, len(t.points), t.box is None, t.mask_input is None)
+            groups.setdefault(kinds, []).append(t)
+        for group in groups.values():
+            _step(predictor, embeddings, group, protocol, steps, follow, feed)
+
+
+def _step(predictor, embeddings, group: list[Track], protocol, steps, follow, feed) -> None:
+    counts = [1 if t.box is None or t.box.ndim == 1 else len(t.box) for t in group]
+    rows = [t.row for t, n in zip(group, counts, strict=True) for _ in range(n)]
+    coords = labels = boxes = mask_input = None
+    if group[0].points:
+        coords = np.array([[p[:2] for p in t.points] for t in group], np.float32)
+        labels = np.array([[p[2] for p in t.points] for t in group], np.float32)
+    if group[0].box is not None:
+        boxes = np.concatenate([t.box.reshape(-1, 4) for t in group])
+    if group[0].mask_input is not None:
+        mask_input = np.stack([t.mask_input for t in group])
+    multimask = protocol.multimask
+    low_res, scores = predictor.predict_rows(
+        embeddings, rows, group[0].gt.shape, coords, labels, boxes, mask_input, multimask
+    )
+    start = 0
+    for track, n in zip(group, counts, strict=True):
+        part = slice(start, start + n)
+        start += n
+        if n == 1 and (track.box is None or track.box.ndim == 1):
+            masks, score, logits = (
+                predictor.masks(low_res[part][0], track.gt.shape),
+                scores[part][0],
+                low_res[part][0],
+            )
+        else:  # one box per region: the slice's mask is their union, scored by the least sure box
+            united = np.any([predictor.masks(row, track.gt.shape)[0] for row in low_res[part]], axis=0)
+            masks, score, logits = united[None], scores[part][:, 0].min(keepdims=True), None
+        _advance(track, masks, score, logits, protocol, steps, follow, feed)
+
+
+def _record(track: Track, masks: np.ndarray, scores: np.ndarray) -> Step:
+    ious = [iou(mask, track.gt) for mask in masks]
     oracle, suggested = int(np.argmax(ious)), int(np.argmax(scores))
-    record: Step = {
-        "points": [[int(v) for v in p] for p in points],
-        "box": None if box is None else [float(v) for v in box],
-        "mask_input": mask_input is not None,
+    return {
+        "points": [[int(v) for v in p] for p in track.points],
+        "box": None if track.box is None else track.box.tolist(),
+        "mask_input": track.mask_input is not None,
         "ious": [float(v) for v in ious],
         # Rounded: the last bits of a float32 score are not worth storing (or diffing).
         "predicted_ious": [round(float(v), 6) for v in scores],
@@ -58,175 +238,113 @@ def _predict(
         "oracle_iou": float(ious[oracle]),
         "suggested_iou": float(ious[suggested]),
     }
-    return record, masks, low_res
 
 
-def _iterate(
-    predictor,
-    gt: np.ndarray,
-    first: list[Point],
-    next_point,
-    steps: int,
-    box: np.ndarray | None = None,
-    follow: str = "oracle",
-    feed_logits: bool = False,
-    masks_out: list | None = None,
-) -> list[Step]:
-    """Shared loop: predict, pick the followed mask, ask ``next_point`` for a click, repeat.
-
-    Stops early when the followed mask equals the GT (no error left to click on).
-    """
-    if follow not in ("oracle", "suggested"):
-        raise ValueError(f"follow must be 'oracle' or 'suggested', got {follow!r}")
-    gt = np.asarray(gt, bool)
-    points, mask_input, records = list(first), None, []
-    for _ in range(steps):
-        record, masks, low_res = _predict(predictor, gt, points, box, mask_input, True)
-        record["step"] = len(records) + 1
-        records.append(record)
-        if masks_out is not None:
-            masks_out.append(masks)
+def _advance(
+    track: Track, masks, scores, logits, protocol: Protocol, steps: int, follow: str, feed: bool
+) -> None:
+    """Record a slice's call, then give it its next prompt or stop it."""
+    record = _record(track, masks, scores)
+    record["step"] = len(track.records) + 1
+    if track.script is not None:
+        chosen = record["chosen"] = track.script[len(track.records)]["chosen"]
+    else:
         chosen = record["chosen"] = record[follow]
-        if feed_logits:
-            mask_input = low_res[chosen][None]
-        if len(records) == steps:
-            break
-        point = next_point(gt, masks[chosen])
-        if point is None:
-            break
-        points.append(point)
-    return records
-
-
-def run_points_putz(
-    predictor,
-    gt: np.ndarray,
-    max_points: int = 9,
-    feed_logits: bool = False,
-    follow: str = "oracle",
-    masks_out: list | None = None,
-) -> list[Step]:
-    """Putz et al.: first point at the GT centre, then up to ``max_points`` in all, 3 masks each.
-
-    The paper places each next point from "the mask prediction" without saying which of the three;
-    it reports the oracle mask as its main result (the expert keeps the best mask), so by default
-    the next point is computed from the previous step's oracle mask. ``follow="suggested"`` uses
-    the highest predicted IoU instead. Putz fed no mask prompts (their Discussion); ``feed_logits``
-    passes the followed mask's low-res logits back as ``mask_input``, as SAM's own interactive loop.
-    """
-    gt = np.asarray(gt, bool)
-    first = [putz_first_point(gt)]
-    return _iterate(predictor, gt, first, putz_next_point, max_points, None, follow, feed_logits, masks_out)
-
-
-def run_points_mazurowski(
-    predictor, gt: np.ndarray, rng: np.random.Generator, max_points: int = 9, masks_out: list | None = None
-) -> list[Step]:
-    """Mazurowski et al. Algorithm 1: error-region centres, random ties, highest-confidence mask.
-
-    "We always use the mask with highest confidence" (their Section 2), so the error region comes
-    from the suggested mask. Every call gets all points placed so far.
-    """
-    gt = np.asarray(gt, bool)
-    first = [mazurowski_first_point(gt, rng)]
-
-    def next_point(truth: np.ndarray, pred: np.ndarray) -> Point | None:
-        return mazurowski_next_point(truth, pred, rng)
-
-    return _iterate(predictor, gt, first, next_point, max_points, follow="suggested", masks_out=masks_out)
-
-
-def run_box(
-    predictor,
-    gt: np.ndarray,
-    box: np.ndarray,
-    multimask_output: bool = False,
-    masks_out: list | None = None,
-) -> list[Step]:
-    """One box prompt. Single-mask output by default, as MedSAM-style models are trained."""
-    record, masks, _ = _predict(
-        predictor, np.asarray(gt, bool), [], np.asarray(box, np.float32), None, multimask_output
+    track.records.append(record)
+    track.masks.append(masks)
+    if feed and logits is not None:
+        track.mask_input = logits[chosen][None]
+    k = len(track.records)
+    if track.script is not None:
+        track.done = k == len(track.script)
+        if not track.done:
+            _load_script(track, k)
+        return
+    # Stops early when the followed mask equals the GT (no error left to click on).
+    point = (
+        None
+        if k == steps or protocol.next_point is None
+        else protocol.next_point(track.gt, masks[chosen], track.rng)
     )
-    record["step"], record["chosen"] = 1, record["suggested"]
-    if masks_out is not None:
-        masks_out.append(masks)
-    return [record]
+    if point is None:
+        track.done = True
+    else:
+        track.points.append(point)
 
 
-def component_boxes(gt: np.ndarray) -> list[np.ndarray]:
-    """Tight box of every 8-connected component of a 2D mask, largest first."""
-    labelled, count = ndimage.label(np.asarray(gt, bool), structure=np.ones((3, 3), int))
-    parts = [labelled == k for k in range(1, count + 1)]
-    parts.sort(key=lambda part: -int(part.sum()))
-    return [bounding_box(part) for part in parts]
+# -- without an evaluation run: slices with embeddings, or the predictor's current image ---------------
+
+_DEFAULTS = dict(
+    max_points=9, max_clicks=5, follow="oracle", feed_logits=False, box_per="slice", jitter_px=20
+)
 
 
-def run_box_components(predictor, gt: np.ndarray, masks_out: list | None = None) -> list[Step]:
-    """One box per connected component in one batched call; the slice's mask is their union."""
-    gt = np.asarray(gt, bool)
-    boxes = np.stack(component_boxes(gt))
-    masks, scores, _ = predictor.predict_batch(boxes=boxes, multimask_output=False)
-    union = masks[:, 0].any(axis=0)[None]
-    value = iou(union[0], gt)
-    record: Step = {
-        "points": [],
-        "box": [[float(v) for v in box] for box in boxes],
-        "mask_input": False,
-        "ious": [value],
-        "predicted_ious": [round(float(scores[:, 0].min()), 6)],
-        "oracle": 0,
-        "suggested": 0,
-        "oracle_iou": value,
-        "suggested_iou": value,
-        "step": 1,
-        "chosen": 0,
-    }
-    if masks_out is not None:
-        masks_out.append(union)
-    return [record]
-
-
-def run_box_points(
+def run_slices(
     predictor,
-    gt: np.ndarray,
-    box: np.ndarray,
-    max_clicks: int = 5,
-    follow: str = "oracle",
+    embeddings: np.ndarray,
+    gts: Sequence[np.ndarray],
+    protocol: Protocol | str,
+    rngs: Sequence[np.random.Generator | None] | None = None,
+    boxes: Sequence[np.ndarray] | None = None,
     masks_out: list | None = None,
-) -> list[Step]:
-    """A box, then up to ``max_clicks`` Putz-rule correction clicks alongside it (1 + clicks calls).
+    **settings,
+) -> list[list[Step]]:
+    """``protocol`` on slices ``gts`` whose (N, C, h, w) ``embeddings`` are given, one batch; element
+    i equals the protocol run on slice i alone. ``rngs[i]``: slice i's generator (drawing protocols);
+    ``boxes[i]`` replaces slice i's first box; ``masks_out`` receives one list of (C, H, W) masks
+    per slice; ``settings``: protocol settings (max_points, follow, feed_logits, ...)."""
+    protocol = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
+    settings = SimpleNamespace(**{**_DEFAULTS, **settings})
+    rngs = [None] * len(gts) if rngs is None else rngs
+    boxes = [None] * len(gts) if boxes is None else boxes
+    if not len(embeddings) == len(gts) == len(rngs) == len(boxes):
+        raise ValueError(
+            f"{len(embeddings)} embeddings, {len(gts)} masks, {len(rngs)} generators, {len(boxes)} boxes"
+        )
+    tasks = [
+        SliceTask(np.asarray(gt, bool), (1.0, 1.0), None, rng, settings)
+        for gt, rng in zip(gts, rngs, strict=True)
+    ]
+    tracks = [start(protocol, task, i, box) for i, (task, box) in enumerate(zip(tasks, boxes, strict=True))]
+    run_tracks(predictor, np.asarray(embeddings, np.float32), tracks, protocol, settings)
+    if masks_out is not None:
+        masks_out.extend(t.masks for t in tracks)
+    return [t.records for t in tracks]
 
-    The first record is the box alone; the clicks are placed on the followed (oracle) mask's error.
-    """
-    box = np.asarray(box, np.float32)
-    return _iterate(predictor, gt, [], putz_next_point, max_clicks + 1, box, follow, masks_out=masks_out)
 
-
-def replay(
-    predictor, gt: np.ndarray, steps: list[Step], feed_logits: bool = False, masks_out: list | None = None
-) -> list[Step]:
-    """The same prompts, step by step, on another predictor (parity runs: "same prompts" exactly).
-
-    Mask feedback, when on, comes from this predictor's own previous logits, of the mask the original
-    run followed at that step.
-    """
-    gt = np.asarray(gt, bool)
-    records, mask_input = [], None
-    for original in steps:
-        points = [tuple(p) for p in original["points"]]
-        box = None if original["box"] is None else np.asarray(original["box"], np.float32)
-        multimask = len(original["ious"]) > 1
-        if box is not None and box.ndim == 2:  # one box per component: replay as one batch
-            masks, _, _ = predictor.predict_batch(boxes=box, multimask_output=False)
-            union = masks[:, 0].any(axis=0)[None]
-            record = {**original, "ious": [iou(union[0], gt)]}
-            masks, low_res = union, None
-        else:
-            record, masks, low_res = _predict(predictor, gt, points, box, mask_input, multimask)
-            record["step"], record["chosen"] = original["step"], original["chosen"]
-        records.append(record)
-        if masks_out is not None:
-            masks_out.append(masks)
-        if feed_logits and low_res is not None:
-            mask_input = low_res[original["chosen"]][None]
+def run_one(predictor, gt, protocol, rng=None, box=None, masks_out=None, **settings) -> list[Step]:
+    """``protocol`` on the predictor's current image (a batch of one)."""
+    per_slice: list = []
+    (records,) = run_slices(
+        predictor, predictor.get_image_embedding(), [gt], protocol, [rng], [box], per_slice, **settings
+    )
+    if masks_out is not None:
+        masks_out.extend(per_slice[0])
     return records
+
+
+def run_points_putz(predictor, gt, max_points=9, feed_logits=False, follow="oracle", masks_out=None):
+    return run_one(
+        predictor,
+        gt,
+        "points-putz",
+        masks_out=masks_out,
+        max_points=max_points,
+        feed_logits=feed_logits,
+        follow=follow,
+    )
+
+
+def run_points_mazurowski(predictor, gt, rng, max_points=9, masks_out=None):
+    return run_one(predictor, gt, "points-mazurowski", rng, masks_out=masks_out, max_points=max_points)
+
+
+def run_box(predictor, gt, box, multimask_output=False, masks_out=None):
+    protocol = replace(PROTOCOLS["box"], multimask=multimask_output)
+    return run_one(predictor, gt, protocol, box=box, masks_out=masks_out)
+
+
+def run_box_points(predictor, gt, box, max_clicks=5, follow="oracle", masks_out=None):
+    return run_one(
+        predictor, gt, "box-points", box=box, masks_out=masks_out, max_clicks=max_clicks, follow=follow
+    )

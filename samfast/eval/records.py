@@ -40,9 +40,24 @@ def slice_key(row: dict) -> tuple:
     return row["case"], row["plane"], row["slice"], row["backend"], row["protocol"]
 
 
+def as_mask(value, shape: tuple[int, int]) -> np.ndarray:
+    """A row's mask: the array itself in the run that made it, packed text in rows read back."""
+    return unpack_mask(value, shape) if isinstance(value, str) else np.asarray(value, bool)
+
+
+def _packed(value):
+    if isinstance(value, np.ndarray) and value.ndim == 2:
+        return pack_mask(value)  # masks stay arrays until written
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def to_json(row: dict) -> str:
+    return json.dumps(row, default=_packed)
+
+
 def append_rows(sink, rows: list[dict]) -> None:
-    """Rows written, flushed and fsynced together, so a crash or Ctrl-C loses at most this slice."""
-    sink.write("".join(json.dumps(row) + "\n" for row in rows))
+    """Rows written, flushed and fsynced together, so a crash or Ctrl-C loses at most this batch."""
+    sink.write("".join(to_json(row) + "\n" for row in rows))
     sink.flush()
     os.fsync(sink.fileno())
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from samfast.eval.run import SELECTIONS
+from samfast.eval.parity import RUN_PARITY
+from samfast.eval.protocols import ITERATIVE
+from samfast.eval.settings import SELECTIONS
 from samfast.io import atomic_path, atomic_write_bytes
-
-POINT_PROTOCOLS = ("points-putz", "points-mazurowski", "box-points")
 
 
 def _stat(entry: dict, digits: int = 3) -> str:
@@ -97,7 +97,7 @@ def _groups(summary: dict) -> list[str]:
 
 def _curves(summary: dict) -> list[str]:
     out = []
-    for protocol in POINT_PROTOCOLS:
+    for protocol in ITERATIVE:
         for plane, entry in summary["protocols"].get(protocol, {}).items():
             curves = entry["curves"]
             steps = len(curves["oracle"])
@@ -142,15 +142,16 @@ def _volume_table(summary: dict) -> list[str]:
 
 
 def _parity_table(summary: dict) -> list[str]:
+    key = RUN_PARITY.fraction_key
     rows = [
         [protocol, p["backend"], str(p["slices"]), f"{p['mean_iou']:.4f}", f"{p['mean_iou_compare']:.4f}",
-         f"{p['delta_mean_iou']:.4f}", f"{p['min_mask_dice']:.4f}",
-         f"{100 * p['fraction_mask_dice_ge_0.99']:.1f}%"]
+         f"{p['delta_mean_iou']:.4f}", f"{p['min_mask_dice']:.4f}", f"{100 * p[key]:.1f}%"]
         for protocol, p in summary.get("parity", {}).items()
     ]  # fmt: skip
     if not rows:
         return []
-    header = ["protocol", "vs", "slices", "mean IoU", "mean IoU (vs)", "Δ", "min mask Dice", "Dice ≥ 0.99"]
+    header = ["protocol", "vs", "slices", "mean IoU", "mean IoU (vs)", "Δ", "min mask Dice"]
+    header.append(f"Dice ≥ {RUN_PARITY.mask_dice:g}")
     return ["## Parity: the same prompts on the compare backend", "", *_table(header, rows)]
 
 
@@ -229,9 +230,7 @@ def plot(out_dir: Path, summary: dict, rows: list[dict]) -> list[Path]:
 
     written = []
     curves = [
-        (p, plane, e["curves"])
-        for p in POINT_PROTOCOLS
-        for plane, e in summary["protocols"].get(p, {}).items()
+        (p, plane, e["curves"]) for p in ITERATIVE for plane, e in summary["protocols"].get(p, {}).items()
     ]
     if curves:
         fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.6), squeeze=False)

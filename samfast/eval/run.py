@@ -1,7 +1,10 @@
 """One evaluation run: every protocol on every target slice of every case, resumable, case by case.
 
-For each slice the primary backend runs each protocol; with a compare backend the very same prompts are
-replayed on it (parity). Rows are described in records.py; the summary is built by summary.py.
+Each plane's target slices stream through a SliceStreamer (read and prepared on a background
+thread), are encoded once per backend, and every protocol runs on them through the one driver in
+protocols.py, step k of a batch of slices in one call; with a compare backend the very same prompts
+are replayed on it (parity) through the same driver. Rows are described in records.py; the summary
+is built by summary.py.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import json
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +22,11 @@ from samfast.errors import InputError
 from samfast.eval import records
 from samfast.eval.datasets import Case, Skipped, load_case
 from samfast.eval.executors import CaseExecutor, LocalExecutor
-from samfast.eval.metrics import bounding_box, dice, hd95, iou, nsd
+from samfast.eval.metrics import dice, hd95, iou, nsd
 from samfast.eval.parity import gate_slice
-from samfast.eval.prompts import extent_box_3d, jittered_box, margin_box
-from samfast.eval.protocols import (
-    replay,
-    run_box,
-    run_box_components,
-    run_box_points,
-    run_points_mazurowski,
-    run_points_putz,
-)
+from samfast.eval.prompts import extent_box_3d
+from samfast.eval.protocols import PROTOCOLS, SliceTask, replaying, run_tracks, start
+from samfast.eval.settings import SELECTIONS, Settings
 from samfast.eval.slicing import (
     crop_to_target,
     from_plane_view,
@@ -42,78 +39,19 @@ from samfast.eval.slicing import (
     visiting_order,
 )
 from samfast.preprocess import normalize
+from samfast.runtime.streaming import SliceStreamer
 
-PROTOCOLS = ("box", "box-jitter", "box-margin", "box-3d", "points-putz", "points-mazurowski", "box-points")
-SELECTIONS = ("oracle", "suggested", "previous")
-
-
-@dataclass
-class Settings:
-    """Everything that changes results; stored in config.json and the report."""
-
-    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
-    planes: list[str] = field(default_factory=lambda: ["axial"])
-    target: str = "tc"
-    min_area: int = 100  # MedSAM drops targets under 100 px
-    crop_margin_mm: float | None = None  # Putz: 20 mm around the 3D target extent
-    normalization: str = "putz"
-    seed: int = 0
-    max_points: int = 9
-    max_clicks: int = 5
-    follow: str = "oracle"  # mask the next Putz point is placed from
-    feed_logits: bool = False
-    box_per: str = "slice"  # or "component": one box per connected component
-    jitter_px: int = 20
-    margin_mm: float = 20.0
-    tolerance_mm: float = 1.0  # NSD tolerance
-    slices_per_case: int | None = None
-
-    def __post_init__(self) -> None:
-        unknown = [p for p in self.protocols if p not in PROTOCOLS]
-        if unknown:
-            raise InputError(f"protocol {unknown[0]!r}: use {', '.join(PROTOCOLS)} or all")
-        if self.follow not in ("oracle", "suggested"):
-            raise InputError(f"follow {self.follow!r}: use oracle or suggested")
-        if self.box_per not in ("slice", "component"):
-            raise InputError(f"box per {self.box_per!r}: use slice or component")
+__all__ = ["PROTOCOLS", "SELECTIONS", "Evaluation", "Settings"]
+# Slices a batch: their split-decoder image states fit the Predictor's 128 MiB bound (~10.5 MB a
+# LiteMedSAM slice), so none is recomputed, and only a batch's embeddings (4 MiB a slice and
+# backend), not a volume's, are held. Batches follow the visiting order, so a slice's neighbour
+# (the previous-slice selection) is always finished before it.
+SLICES_PER_BATCH = 12
 
 
 def slice_rng(seed: int, case_id: str, plane: str, z: int) -> np.random.Generator:
     """A generator per slice, so a resumed or reordered run draws exactly the same prompts."""
     return np.random.default_rng((seed, zlib.crc32(case_id.encode()), zlib.crc32(plane.encode()), z))
-
-
-@dataclass
-class SliceTask:
-    """What a protocol needs beyond the image: the GT, spacing, the 3D box, the settings."""
-
-    gt: np.ndarray
-    spacing: tuple[float, float]  # (row, column) mm
-    extent_box: np.ndarray
-    rng: np.random.Generator
-    settings: Settings
-
-
-def run_protocol(protocol: str, predictor, task: SliceTask, masks_out: list) -> list[dict]:
-    s, gt = task.settings, task.gt
-    if protocol == "box":
-        if s.box_per == "component":
-            return run_box_components(predictor, gt, masks_out)
-        return run_box(predictor, gt, bounding_box(gt), masks_out=masks_out)
-    if protocol == "box-jitter":
-        return run_box(predictor, gt, jittered_box(gt, task.rng, s.jitter_px), masks_out=masks_out)
-    if protocol == "box-margin":
-        box = margin_box(gt, task.rng, task.spacing, s.margin_mm)
-        return run_box(predictor, gt, box, masks_out=masks_out)
-    if protocol == "box-3d":
-        return run_box(predictor, gt, task.extent_box, masks_out=masks_out)
-    if protocol == "points-putz":
-        return run_points_putz(predictor, gt, s.max_points, s.feed_logits, s.follow, masks_out)
-    if protocol == "points-mazurowski":
-        return run_points_mazurowski(predictor, gt, task.rng, s.max_points, masks_out)
-    if protocol == "box-points":
-        return run_box_points(predictor, gt, bounding_box(gt), s.max_clicks, s.follow, masks_out)
-    raise ValueError(f"unknown protocol {protocol!r}")
 
 
 def _select_previous(steps: list[dict], masks: list[np.ndarray], neighbour: np.ndarray | None) -> None:
@@ -148,15 +86,15 @@ def _slice_rows(base: dict, steps, masks, task: SliceTask, pixel_mm2: float) -> 
     for name in SELECTIONS:
         values = [s[f"{name}_iou"] for s in steps]
         best = int(np.argmax(values))  # mbIoU: the best the user reaches at any step
-        mask = masks[best][steps[best][name]]
-        packed = records.pack_mask(mask)
-        if packed not in computed:
-            computed[packed] = _mask_metrics(mask, task.gt, task.spacing, task.settings.tolerance_mm)
+        pick = (best, steps[best][name])
+        mask = masks[best][pick[1]]
+        if pick not in computed:
+            computed[pick] = _mask_metrics(mask, task.gt, task.spacing, task.settings.tolerance_mm)
         selections[name] = {
             "best_step": best + 1,
             "points_at_best": len(steps[best]["points"]),
-            **computed[packed],
-            "mask": packed,
+            **computed[pick],
+            "mask": mask,  # an array until records writes it
         }
     closing = {
         "row": "slice",
@@ -196,7 +134,7 @@ def _case_metrics(case_rows: list[dict], truth: np.ndarray, crop, spacing_xyz, s
             if key not in stacks:
                 stacks[key] = plane_view(np.zeros(cropped_shape, bool), row["plane"]).copy()
             view = stacks[key]
-            view[row["slice"]] = records.unpack_mask(entry["mask"], view.shape[1:])
+            view[row["slice"]] = records.as_mask(entry["mask"], view.shape[1:])
     result: dict = {}
     for (protocol, plane, name), view in sorted(stacks.items()):
         full = np.zeros_like(truth)
@@ -279,7 +217,8 @@ class Evaluation:
         return records.read_rows(self.out_dir / records.RESULTS)
 
     def case_rows(self, case: Case, previous: list[dict]) -> Iterator[tuple[list[dict], list[dict]]]:
-        """One case's rows as (result rows, timing rows) per finished slice, then the closing case row.
+        """One case's rows as (result rows, timing rows), a batch of slices at a time, then the
+        closing case row.
 
         ``previous`` holds the slice rows a resumed run already has for this case; those slices are
         skipped. Bad input raises InputError (the case is then skipped and counted by the driver).
@@ -294,77 +233,163 @@ class Evaluation:
         )
         closed = {records.slice_key(r): r for r in previous}
         finished: list[dict] = list(previous)
+        name = self.primary[0]
         for plane in s.planes:
             images, gts = plane_view(scaled[crop], plane), plane_view(truth[crop], plane)
-            spacing = slice_spacing(spacing_xyz, plane)
             chosen = spread(target_slices(gts, s.min_area), s.slices_per_case)
             order, neighbour = visiting_order(chosen, gts.reshape(gts.shape[0], -1).sum(axis=1))
-            extent = extent_box_3d(gts)
-            label = f"{case.case_id} {plane}"
-            for z in self.progress(order, len(order), label):
-                base = {"case": case.case_id, "grade": case.grade, "plane": plane, "slice": int(z)}
-                keys = [(case.case_id, plane, int(z), self.primary[0], p) for p in s.protocols]
-                if all(k in closed for k in keys):
-                    continue
-                task = SliceTask(np.asarray(gts[z], bool), spacing, extent, None, s)
-                rows, timings = self._slice(images[z], task, base, closed, neighbour[z])
+            todo = [
+                int(z)
+                for z in order
+                if not all((case.case_id, plane, int(z), name, p) in closed for p in s.protocols)
+            ]
+            plane_info = _Plane(
+                case, plane, gts, slice_spacing(spacing_xyz, plane), extent_box_3d(gts), neighbour
+            )
+            for batch in self._batches(images, todo, f"{case.case_id} {plane}"):
+                rows, timings = self._batch(batch, plane_info, closed)
                 for row in rows:
                     if row["row"] == "slice":
                         closed[records.slice_key(row)] = row
                         finished.append(row)
-                yield rows, [timings]
-        mine = [r for r in finished if r["backend"] == self.primary[0]]
+                yield rows, timings
+        mine = [r for r in finished if r["backend"] == name]
         closing = {
             "row": "case",
             "case": case.case_id,
             "grade": case.grade,
-            "backend": self.primary[0],
+            "backend": name,
             "spacing_mm": [float(v) for v in spacing_xyz],
             "slices": len({(r["plane"], r["slice"]) for r in mine}),
             "metrics_3d": _case_metrics(mine, truth, crop, spacing_xyz, s),
         }
         yield [closing], []
 
-    def _slice(
-        self, image, task: SliceTask, base: dict, closed: dict, neighbour_z
-    ) -> tuple[list[dict], dict]:
-        s = self.settings
-        name, predictor = self.primary
-        pixel_mm2 = task.spacing[0] * task.spacing[1]
-        timings = {**base, "backend": name}
-        started = time.perf_counter()
-        predictor.set_image(image)
-        timings["encoder_ms"] = 1e3 * (time.perf_counter() - started)
-        if self.compare:
-            started = time.perf_counter()
-            self.compare[1].set_image(image)
-            timings["compare_encoder_ms"] = 1e3 * (time.perf_counter() - started)
-        rows, decoder = [], {}
+    def _batches(self, images: np.ndarray, todo: list[int], label: str) -> Iterator[_Batch]:
+        """SLICES_PER_BATCH slices at a time, streamed: prepared once, encoded once per backend."""
+        if not todo:
+            return
+        others = [self.compare[1]] if self.compare else []
+        primary = self.primary[1]
+        streamer = SliceStreamer(primary, images, indices=todo, cache=primary.cache, others=others)
+        pending = _Batch([], [], [], [], [])
+        with streamer:
+            for part in self.progress(streamer, -(-len(todo) // streamer.batch_size), label):
+                pending.add(part)
+                if len(pending.zs) >= SLICES_PER_BATCH:
+                    yield pending.done()
+                    pending = _Batch([], [], [], [], [])
+        if pending.zs:
+            yield pending.done()
+
+    def _batch(self, batch: _Batch, plane: _Plane, closed: dict) -> tuple[list[dict], list[dict]]:
+        """Every protocol on a batch of slices; rows slice by slice in visiting order."""
+        s, (name, predictor) = self.settings, self.primary
+        case = plane.case.case_id
+        base = {
+            z: {"case": case, "grade": plane.case.grade, "plane": plane.name, "slice": z} for z in batch.zs
+        }
+        runs: dict[str, dict[int, tuple]] = {}
+        decoder: dict[str, dict] = {}
         for protocol in s.protocols:
-            key = (base["case"], base["plane"], base["slice"], name, protocol)
-            if key in closed:
-                continue
-            task.rng = slice_rng(s.seed, base["case"], base["plane"], base["slice"])
-            masks: list[np.ndarray] = []
+            record = PROTOCOLS[protocol]
+            todo = [
+                (row, z)
+                for row, z in enumerate(batch.zs)
+                if (case, plane.name, z, name, protocol) not in closed
+            ]
+            tracks = [start(record, plane.task(z, s), row) for row, z in todo]
             started = time.perf_counter()
-            steps = run_protocol(protocol, predictor, task, masks)
-            decoder[protocol] = {"calls": len(steps), "ms": 1e3 * (time.perf_counter() - started)}
-            neighbour_row = closed.get((base["case"], base["plane"], neighbour_z, name, protocol))
-            neighbour = None
-            if neighbour_row is not None:
-                mask = neighbour_row["selections"]["previous"]["mask"]
-                neighbour = records.unpack_mask(mask, task.gt.shape)
-            _select_previous(steps, masks, neighbour)
-            step_rows, closing = _slice_rows(
-                {**base, "backend": name, "protocol": protocol}, steps, masks, task, pixel_mm2
-            )
+            run_tracks(predictor, batch.embeddings, tracks, record, s)
+            decoder[protocol] = {"ms": 1e3 * (time.perf_counter() - started)}
+            replays = [None] * len(tracks)
             if self.compare:
-                ref_masks: list[np.ndarray] = []
+                replays = [replaying(t.records, t.gt, t.row) for t in tracks]
                 started = time.perf_counter()
-                ref_steps = replay(self.compare[1], task.gt, steps, s.feed_logits, ref_masks)
+                run_tracks(self.compare[1], batch.compare, replays, record, s)
                 decoder[protocol]["compare_ms"] = 1e3 * (time.perf_counter() - started)
-                closing["compare"] = _parity(steps, masks, ref_steps, ref_masks, self.compare[0])
-                closing["compare"]["gate"] = gate_slice(steps, masks, ref_steps, ref_masks, task.gt)
-            rows.extend(step_rows + [closing])
-        timings["decoder"] = decoder
+            runs[protocol] = {
+                z: pair for (_, z), pair in zip(todo, zip(tracks, replays, strict=True), strict=True)
+            }
+        rows, timings = [], []
+        pixel_mm2 = plane.spacing[0] * plane.spacing[1]
+        for n, z in enumerate(batch.zs):
+            timing = {**base[z], "backend": name, "encoder_ms": batch.encoder_ms[n], "decoder": {}}
+            if self.compare:
+                timing["compare_encoder_ms"] = batch.compare_encoder_ms[n]
+            for protocol in s.protocols:
+                if z not in runs[protocol]:
+                    continue
+                track, ref = runs[protocol][z]
+                # Decoder time of the batch's call, shared out evenly over its slices.
+                share = {k: v / len(runs[protocol]) for k, v in decoder[protocol].items()}
+                timing["decoder"][protocol] = {"calls": len(track.records), **share}
+                neighbour_row = closed.get((case, plane.name, plane.neighbour[z], name, protocol))
+                neighbour = None
+                if neighbour_row is not None:
+                    neighbour = records.as_mask(
+                        neighbour_row["selections"]["previous"]["mask"], track.gt.shape
+                    )
+                _select_previous(track.records, track.masks, neighbour)
+                task = plane.task(z, s)
+                step_rows, closing = _slice_rows(
+                    {**base[z], "backend": name, "protocol": protocol},
+                    track.records,
+                    track.masks,
+                    task,
+                    pixel_mm2,
+                )
+                if ref is not None:
+                    closing["compare"] = _parity(
+                        track.records, track.masks, ref.records, ref.masks, self.compare[0]
+                    )
+                    # reduced precisions are judged by task accuracy (eval.parity.TASK_GATE)
+                    closing["compare"]["gate"] = gate_slice(
+                        track.records, track.masks, ref.records, ref.masks, track.gt
+                    )
+                closed[(case, plane.name, z, name, protocol)] = closing  # the next slice's neighbour
+                rows.extend(step_rows + [closing])
+            timings.append(timing)
         return rows, timings
+
+
+@dataclass
+class _Plane:
+    """One case's plane: what every slice's task is made of."""
+
+    case: Case
+    name: str
+    gts: np.ndarray
+    spacing: tuple[float, float]
+    extent_box: np.ndarray
+    neighbour: dict
+
+    def task(self, z: int, settings: Settings) -> SliceTask:
+        rng = slice_rng(settings.seed, self.case.case_id, self.name, z)  # fresh for every protocol
+        return SliceTask(np.asarray(self.gts[z], bool), self.spacing, self.extent_box, rng, settings)
+
+
+@dataclass
+class _Batch:
+    """Slices streamed so far for one batch: their positions, embeddings per backend, encoder times."""
+
+    zs: list[int]
+    parts: list
+    compare_parts: list
+    encoder_ms: list[float]
+    compare_encoder_ms: list[float]
+
+    def add(self, part) -> None:
+        self.zs.extend(int(z) for z in part.indices)
+        self.parts.append(part.embeddings)
+        per_slice = [None if t is None else t / len(part.indices) for t in part.encode_ms] or [None]
+        self.encoder_ms.extend([per_slice[0]] * len(part.indices))
+        if part.others:
+            self.compare_parts.append(part.others[0])
+            self.compare_encoder_ms.extend([per_slice[1]] * len(part.indices))
+
+    def done(self) -> _Batch:
+        self.embeddings = np.concatenate(self.parts)
+        self.compare = np.concatenate(self.compare_parts) if self.compare_parts else None
+        self.parts = self.compare_parts = []
+        return self

@@ -134,12 +134,14 @@ class EmbeddingCache:
         }
 
 
-def encode_cached(backend, prepared: np.ndarray, cache: EmbeddingCache | None, identity: dict) -> np.ndarray:
+def encode_cached(
+    backend, prepared: np.ndarray, cache: EmbeddingCache | None, identity: dict, keys: list[str] | None = None
+) -> np.ndarray:
     """(B, 3, S, S) prepared slices -> (B, C, h, w) embeddings; only cache misses reach the
-    encoder, in one call."""
+    encoder, in one call. ``keys``: the slices' content keys, when the caller has them already."""
     if cache is None:
         return backend.encode(prepared)
-    keys = [content_key(p, identity) for p in prepared]
+    keys = keys or [content_key(p, identity) for p in prepared]
     found = [cache.get(k) for k in keys]
     missing = [i for i, value in enumerate(found) if value is None]
     if missing:

@@ -1,14 +1,17 @@
 """A SamPredictor-compatible predictor that runs on any samfast backend.
 
-set_image / predict work on numpy in original image coordinates; predict_batch takes many prompt
-sets against one embedding. Masks come back in original image coordinates, as in segment-anything.
+Two tiers, as segment-anything's predict / predict_torch:
+- people: set_image / predict / predict_batch on numpy in original image coordinates, prompts
+  checked with one-line errors; masks come back in original image coordinates;
+- programs: predict_rows decodes row i of a prompt batch against embedding row i (many slices in
+  one call), trusting its inputs. The Predictor alone picks the split decoder (image state kept in
+  its one byte-bounded ImageStateCache), the backend's batched decode_rows or one call per row.
 """
 
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +21,13 @@ from samfast.backends import Prompts
 from samfast.backends.base import splits_decoder
 from samfast.errors import InputError
 from samfast.models import get_spec, resolve_weights
+from samfast.runtime.image_states import ImageStateCache
 from samfast.runtime.sets import backend_building_missing_set
 
 MASK_THRESHOLD = 0.0
-# Split-decoder image states kept (≈10 MB each for 64×64×256 embeddings): the slices a user is
-# clicking on, e.g. when a viewer flips between neighbouring slices.
-IMAGE_STATE_SLOTS = 4
+# Rows per split-decoder call. On the CPU a batch gains nothing (time grows with the rows) and
+# multiplies the activations the session's arena keeps; one row also needs no stacking of states.
+STATE_ROWS_PER_CALL = 1
 
 
 class Predictor:
@@ -66,7 +70,16 @@ class Predictor:
             threads=threads,
         )
         self.cache = cache
+        self._start_program_tier()
         self.reset_image()
+
+    def _start_program_tier(self) -> None:
+        self.image_states = ImageStateCache(self.backend)
+        # Many rows in one decoder call where the backend can (torch: decode_rows) and it pays: on
+        # a GPU. On the CPU torch's decoder costs more per row in a batch (bench/README.md: 56 ms
+        # per prompt alone, 101 ms in a batch of 8), so rows go one by one there.
+        device = str(self.backend.describe().get("device", "cpu"))
+        self.batch_rows = hasattr(self.backend, "decode_rows") and device.startswith("cuda")
 
     @classmethod
     def from_backend(cls, model: str, weights, backend) -> Predictor:
@@ -76,6 +89,7 @@ class Predictor:
         predictor.weights = weights
         predictor.backend = backend
         predictor.cache = None
+        predictor._start_program_tier()
         predictor.reset_image()
         return predictor
 
@@ -85,26 +99,15 @@ class Predictor:
         self._embedding: np.ndarray | None = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
-        # id(embedding) -> (embedding, state); the entry holds the array, so its id stays its own.
-        self._image_states: OrderedDict[int, tuple[np.ndarray, dict]] = OrderedDict()
-
-    def _image_state(self) -> dict:
-        """The split decoder's image state of the current embedding, computed on its first prompt."""
-        key = id(self._embedding)
-        entry = self._image_states.get(key)
-        if entry is None or entry[0] is not self._embedding:
-            entry = (self._embedding, self.backend.image_state(self._embedding))
-            self._image_states[key] = entry
-            while len(self._image_states) > IMAGE_STATE_SLOTS:
-                self._image_states.popitem(last=False)
-        self._image_states.move_to_end(key)
-        return entry[1]
+        self.embedding_key: str | None = None
 
     def _decode(self, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
         """Prompts without a mask input take the split decoder where the backend has one: after
         the first prompt on an embedding, a click costs only the decoder's prompt side."""
         if prompts.mask_input is None and splits_decoder(self.backend):
-            return self.backend.decode_state(self._image_state(), prompts)
+            keys = None if self.embedding_key is None else [self.embedding_key]
+            state = self.image_states.states(self._embedding, [0], evict=True, keys=keys)
+            return self.backend.decode_state(state, prompts)
         return self.backend.decode(self._embedding, prompts)
 
     @property
@@ -132,17 +135,21 @@ class Predictor:
         padded = preprocess.pad_to_square(resized.astype(np.float32), size)
         return np.ascontiguousarray(padded.transpose(2, 0, 1))
 
-    def set_image(self, image: np.ndarray) -> None:
-        """Compute and keep the embedding of one slice."""
+    def set_image(self, image: np.ndarray) -> bool:
+        """Compute and keep the embedding of one slice; True when ``cache`` had it (no encoder run)."""
         prepared = self.prepare_image(image)
         self._set_geometry(np.asarray(image).shape[:2])
         if self.cache is None:
             self._embedding = self.backend.encode(prepared[None])
-        else:
-            from samfast.runtime.embedding_cache import embedding_identity, encode_cached
+            return False
+        from samfast.runtime.embedding_cache import content_key, embedding_identity, encode_cached
 
-            identity = embedding_identity(self)
-            self._embedding = encode_cached(self.backend, prepared[None], self.cache, identity)
+        identity = embedding_identity(self)
+        key = content_key(prepared, identity)
+        cached = key in self.cache
+        self._embedding = encode_cached(self.backend, prepared[None], self.cache, identity, [key])
+        self.embedding_key = key  # names the image state too, across set_image calls
+        return cached
 
     def _set_geometry(self, original_size: tuple[int, int]) -> None:
         self.original_size = (int(original_size[0]), int(original_size[1]))
@@ -161,6 +168,7 @@ class Predictor:
             raise InputError(f"embedding shape {embedding.shape} does not fit {self.spec.name} {expected}")
         self._set_geometry(original_size)
         self._embedding = embedding
+        self.embedding_key = None
 
     # -- prompts -----------------------------------------------------------------------------
 
@@ -280,5 +288,75 @@ class Predictor:
         )
         return masks[0], iou[0], low_res[0]
 
+    # -- program tier ------------------------------------------------------------------------
+
+    def predict_rows(
+        self,
+        embeddings: np.ndarray,
+        rows: Sequence[int],
+        original_size: tuple[int, int],
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Prompt row r against ``embeddings[rows[r]]``; prompts in original coordinates of slices
+        of ``original_size`` (B×N×2 points, B×N labels, B×4 boxes, B×1×L×L logits), not checked.
+
+        Returns low-res logits (B, C, L, L) and predicted IoUs (B, C), C = 3 or 1 as in predict_batch;
+        ``masks`` turns a row's logits into masks.
+        """
+        size = self.spec.input_size
+        prompts = Prompts(mask_input=None if mask_input is None else np.asarray(mask_input, np.float32))
+        if point_coords is not None:
+            prompts.point_coords = preprocess.transform_coords(
+                np.asarray(point_coords, np.float32), original_size, size
+            )
+            prompts.point_labels = np.asarray(point_labels, np.float32)
+        if boxes is not None:
+            prompts.boxes = preprocess.transform_boxes(np.asarray(boxes, np.float32), original_size, size)
+        low_res, iou = self._decode_rows(embeddings, list(rows), prompts)
+        tokens = slice(1, None) if multimask_output else slice(0, 1)
+        return low_res[:, tokens], iou[:, tokens]
+
+    def _decode_rows(self, embeddings: np.ndarray, rows: list[int], prompts: Prompts):
+        if prompts.mask_input is None and splits_decoder(self.backend):
+            # A program scans its rows every call: rows past the state bound are recomputed, not
+            # evicted (see ImageStateCache).
+            parts = [slice(s, s + STATE_ROWS_PER_CALL) for s in range(0, len(rows), STATE_ROWS_PER_CALL)]
+            outs = [
+                self.backend.decode_state(
+                    self.image_states.states(embeddings, rows[part], evict=False), _take(prompts, part)
+                )
+                for part in parts
+            ]
+        elif self.batch_rows:
+            outs = [self.backend.decode_rows(embeddings[rows], prompts)]
+        else:
+            # The plain exported graphs repeat one embedding over the prompt batch: one call per
+            # row, which costs nothing on the CPU, where decoder time grows with the batch anyway.
+            outs = [
+                self.backend.decode(embeddings[r : r + 1], _take(prompts, slice(n, n + 1)))
+                for n, r in enumerate(rows)
+            ]
+        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
+    def masks(self, low_res: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """(C, L, L) low-res logits of one row -> (C, H, W) bool masks of a slice of ``original_size``
+        (one row at a time: full-size logits of many slices would be a large transient)."""
+        return self.postprocess_masks(low_res[None], original_size=original_size)[0] > MASK_THRESHOLD
+
     def describe(self) -> dict:
         return {"model": self.spec.name, "weights": self.weights.as_dict(), **self.backend.describe()}
+
+
+def _take(prompts: Prompts, part: slice) -> Prompts:
+    """Rows ``part`` of every prompt field."""
+
+    def take(value):
+        return None if value is None else value[part]
+
+    return Prompts(
+        take(prompts.point_coords), take(prompts.point_labels), take(prompts.boxes), take(prompts.mask_input)
+    )

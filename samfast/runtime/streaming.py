@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +29,8 @@ class SliceBatch:
     indices: list[int]  # slice positions along the streamed axis
     embeddings: np.ndarray  # (B, C, h, w), row i is slice indices[i]
     original_size: tuple[int, int]  # (H, W) of every slice in this plane
+    others: list[np.ndarray] = field(default_factory=list)  # the same slices on each of ``others``
+    encode_ms: list[float | None] = field(default_factory=list)  # per encoder (primary first)
 
 
 def auto_batch_size(predictor) -> int:
@@ -40,8 +43,10 @@ class SliceStreamer:
 
     ``normalize`` (e.g. preprocess.normalize_mr_putz, applied to the whole volume first, since
     Putz scales by the volume maximum) is the caller's; the worker runs Predictor.prepare_image on
-    each slice. ``cache`` skips the encoder for slices seen before. ``cancel()`` (or leaving a
-    ``with`` block, or dropping the iterator) stops the worker and frees the staging buffers.
+    each slice. ``cache`` skips the encoder for slices seen before. ``others``: more predictors of
+    the same model (a --compare backend) whose encoders get the very same prepared batches.
+    ``cancel()`` (or leaving a ``with`` block, or dropping the iterator) stops the worker and frees
+    the staging buffers.
     """
 
     def __init__(
@@ -54,6 +59,7 @@ class SliceStreamer:
         max_in_flight: int = 2,
         cache: EmbeddingCache | None = None,
         slice_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+        others: Sequence = (),
     ) -> None:
         if volume.ndim != 3:
             raise ValueError(f"volume must be 3D, got shape {volume.shape}")
@@ -67,6 +73,7 @@ class SliceStreamer:
         self.max_in_flight = max_in_flight
         self.cache = cache
         self.slice_fn = slice_fn
+        self.others = list(others)
         self._identity = embedding_identity(predictor) if cache is not None else {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -148,9 +155,10 @@ class SliceStreamer:
         self._thread.start()
         original_size = tuple(int(v) for v in np.delete(self.volume.shape, self.axis))
         try:
-            batches = self._cuda_batches() if self._on_cuda() else self._cpu_batches()
-            for indices, embeddings in batches:
-                yield SliceBatch(indices, embeddings, original_size)
+            cuda = self._on_cuda() and not self.others
+            batches = self._cuda_batches() if cuda else self._cpu_batches()
+            for indices, embeddings, times in batches:
+                yield SliceBatch(indices, embeddings[0], original_size, embeddings[1:], times)
         finally:
             self.cancel()
 
@@ -164,9 +172,14 @@ class SliceStreamer:
         while (item := self._next_ready()) is not _END:
             chunk, buffer_id = item
             prepared = self._buffers[buffer_id][: len(chunk)]
-            embeddings = encode_cached(self.predictor.backend, prepared, self.cache, self._identity)
+            outs, times = [], []
+            for n, predictor in enumerate([self.predictor, *self.others]):
+                started = time.perf_counter()
+                cache, identity = (self.cache, self._identity) if n == 0 else (None, {})
+                outs.append(encode_cached(predictor.backend, prepared, cache, identity))
+                times.append(1e3 * (time.perf_counter() - started))
             self._free.put(buffer_id)  # encode_cached copied what it needs out of the buffer
-            yield chunk, embeddings
+            yield chunk, outs, times
 
     def _cuda_batches(self):
         """Copy batch k+1 to the GPU on a side stream while batch k computes, then read k back.
@@ -203,13 +216,13 @@ class SliceStreamer:
             done[slot] = torch.cuda.Event()
             done[slot].record(compute)
             if pending is not None:
-                yield pending[0], pending[1].float().cpu().numpy()  # waits for batch k-1 only
+                yield pending[0], [pending[1].float().cpu().numpy()], [None]  # waits for batch k-1 only
             copied.synchronize()
             self._free.put(buffer_id)  # host buffer reusable once its copy finished
             pending = (chunk, output)
             k += 1
         if pending is not None:
-            yield pending[0], pending[1].float().cpu().numpy()
+            yield pending[0], [pending[1].float().cpu().numpy()], [None]
 
     def cancel(self) -> None:
         """Stop the worker, drop batches in flight and free every staging buffer."""

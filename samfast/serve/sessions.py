@@ -1,8 +1,10 @@
 """Sessions of the segmentation service: one open volume each, its embedding cache, its mask and undo.
 
 Memory is bounded: at most ``max_sessions`` sessions (the least recently used is closed to make
-room), ``cache_slices`` embeddings per session and ``max_undo`` undo steps. All sessions share one
-predictor; its lock serialises model calls, so sessions never see each other's embedding.
+room), ``max_undo`` undo steps each, and one content-keyed EmbeddingCache on the predictor holding
+``cache_slices`` embeddings per session (shared: the same slice opened twice is encoded once). All
+sessions share one predictor; its lock serialises model calls, so sessions never see each other's
+embedding.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from samfast.clinical.prompts import SlicePrompt
 from samfast.clinical.slice_model import SliceModel
 from samfast.clinical.volume import Volume
 from samfast.errors import InputError
+from samfast.runtime.embedding_cache import EmbeddingCache
 
 
 class SessionNotFound(KeyError):
@@ -47,7 +50,7 @@ class Session:
             "origin": list(image.GetOrigin()),
             "direction": list(image.GetDirection()),
             "dicom": self.volume.series is not None,
-            "cached_slices": len(self.model._embeddings),
+            "cached_slices": self.model.cached_slices(),
         }
 
 
@@ -57,6 +60,9 @@ class SessionStore:
             raise InputError("max_sessions must be at least 1")
         self.predictor = predictor
         self.max_sessions, self.cache_slices, self.max_undo = max_sessions, cache_slices, max_undo
+        if predictor.cache is None:
+            one = int(np.prod(predictor.spec.embedding_shape)) * 4  # float32
+            predictor.cache = EmbeddingCache(max_bytes=cache_slices * max_sessions * one)
         self.model_lock = threading.Lock()
         self._sessions: collections.OrderedDict[str, Session] = collections.OrderedDict()
         self._lock = threading.Lock()
@@ -65,7 +71,7 @@ class SessionStore:
         return len(self._sessions)
 
     def open(self, volume: Volume, normalize: str = "auto", scratch: Path | None = None) -> Session:
-        model = SliceModel(self.predictor, volume.normalised(normalize), self.cache_slices, self.model_lock)
+        model = SliceModel(self.predictor, volume.normalised(normalize), self.model_lock)
         session = Session(secrets.token_urlsafe(16), volume, model, np.zeros(volume.shape, bool), scratch)
         session.history = collections.deque(maxlen=self.max_undo)
         evicted = []
@@ -98,8 +104,7 @@ class SessionStore:
         _discard(sessions)
 
     def cache_bytes(self) -> int:
-        with self._lock:
-            return sum(s.model.cache_bytes() for s in self._sessions.values())
+        return self.predictor.cache.bytes
 
 
 def _discard(sessions: list[Session]) -> None:
