@@ -66,6 +66,9 @@ def test_a_broken_candidate_fails_the_check(predictors, demo_cases):
         def encode(self, images):
             return self.inner.encode(images)
 
+        def describe(self):
+            return self.inner.describe()
+
         def decode(self, embedding, prompts):
             prompts.boxes = None if prompts.point_coords is not None else prompts.boxes * 0.9
             return self.inner.decode(embedding, prompts)

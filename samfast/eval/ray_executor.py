@@ -257,6 +257,8 @@ def session(address: str, object_store_mb: int | None = None, num_cpus: int | No
         if kind == "local":
             ray.init(
                 address="local",
+                # a private instance stays on loopback, never on the machine's network address
+                _node_ip_address="127.0.0.1",
                 num_cpus=num_cpus,
                 object_store_memory=(object_store_mb or LOCAL_OBJECT_STORE_MB) * 2**20,
                 include_dashboard=False,
