@@ -199,18 +199,53 @@ def interpolation_weights(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
     return weights
 
 
+@cache
+def interpolation_taps(n_in: int, n_out: int, antialias: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``interpolation_weights`` as taps: (n_out, T) source indices and their float64 weights, T the
+    widest run of non-zero weights; a row's unused taps point at its last source with weight 0."""
+    dense = interpolation_weights(n_in, n_out, antialias)
+    nonzero = dense != 0
+    first = nonzero.argmax(axis=1)  # 0 for a row of zeros (none in practice)
+    last = n_in - 1 - nonzero[:, ::-1].argmax(axis=1)
+    index = first[:, None] + np.arange(int((last - first).max()) + 1)
+    inside = index < n_in
+    index = np.minimum(index, n_in - 1)
+    weights = np.where(inside, np.take_along_axis(dense, index, axis=1), 0).astype(np.float64)
+    return index, weights
+
+
+def _resample(array: np.ndarray, axis: int, n_out: int, antialias: bool) -> np.ndarray:
+    """One axis (-1 or -2) of float32 ``array`` resampled to ``n_out``: each output pixel is the sum
+    of its taps, products and sum in float64, then rounded once to float32.
+
+    Elementwise numpy, not a matrix product: BLAS (OpenBLAS's sgemm) blocks its sums differently
+    with its thread count, so the same slice came out a few float32 ulps apart in a 1-thread Ray
+    worker (Ray sets OMP_NUM_THREADS=1) and a 2-thread process, and the decoder's predicted IoUs
+    followed in their 6th decimal (issue 16). Here the order of every sum is fixed by the taps,
+    whatever the threads, the machine or the batch."""
+    index, weights = interpolation_taps(array.shape[axis], n_out, antialias)
+    if axis == -1:
+        out = array[..., index[:, 0]] * weights[:, 0]
+        for tap in range(1, index.shape[1]):
+            out += array[..., index[:, tap]] * weights[:, tap]
+    else:
+        out = array[..., index[:, 0], :] * weights[:, 0, None]
+        for tap in range(1, index.shape[1]):
+            out += array[..., index[:, tap], :] * weights[:, tap, None]
+    return out.astype(np.float32)
+
+
 def resize_bilinear(array: np.ndarray, size: tuple[int, int], antialias: bool = False) -> np.ndarray:
     """Resize the last two axes (H, W) of ``array`` to ``size`` as
     ``F.interpolate(mode="bilinear", align_corners=False, antialias=antialias)`` does: width
-    first, then height, each axis left alone when its size does not change (as torch does)."""
+    first, then height, each axis left alone when its size does not change (as torch does).
+    Bitwise the same whatever the thread count (see ``_resample``)."""
     out = np.asarray(array, dtype=np.float32)
     height, width = out.shape[-2:]
     if width != size[1]:
-        out = out @ interpolation_weights(width, int(size[1]), antialias).T
+        out = _resample(out, -1, int(size[1]), antialias)
     if height != size[0]:
-        out = np.swapaxes(
-            np.swapaxes(out, -1, -2) @ interpolation_weights(height, int(size[0]), antialias).T, -1, -2
-        )
+        out = _resample(out, -2, int(size[0]), antialias)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 

@@ -21,8 +21,8 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from samfast import preprocess
 
-# One unit in the last place of float32 at 255, the top of the intensity range: the numpy matmul
-# sums the same products as torch's loops in another order.
+# One unit in the last place of float32 at 255, the top of the intensity range: numpy sums the taps
+# in float64 and rounds once, torch's loops round in float32 as they go.
 ULP_255 = float(np.spacing(np.float32(255.0)))
 
 
