@@ -69,7 +69,7 @@ def send_files(paths: list[Path], node: Node | str, timeout: float = 30.0) -> li
     """
     import pydicom
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-    from pynetdicom import AE
+    from pynetdicom import AE, evt
     from pynetdicom.presentation import build_context
 
     node = parse_node(node) if isinstance(node, str) else node
@@ -80,9 +80,15 @@ def send_files(paths: list[Path], node: Node | str, timeout: float = 30.0) -> li
         setattr(ae, timer, timeout)
     classes = dict.fromkeys(str(ds.SOPClassUID) for ds in datasets)
     contexts = [build_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for uid in classes]
-    assoc = ae.associate(node.host, node.port, contexts=contexts, ae_title=node.ae_title)
+    # pynetdicom reports a refusal as an abort when the peer closes the connection right after its
+    # A-ASSOCIATE-RJ (dcmtk's storescp --refuse does, ~10 % of the time here), so the PDU itself is
+    # watched: a node that sent RJ refused, whatever state the association ends in.
+    received: list[str] = []
+    handlers = [(evt.EVT_PDU_RECV, lambda event: received.append(type(event.pdu).__name__))]
+    assoc = ae.associate(node.host, node.port, contexts=contexts, ae_title=node.ae_title, evt_handlers=handlers)
     if not assoc.is_established:
-        why = "refused the association" if assoc.is_rejected else "aborted the association or did not answer"
+        refused = assoc.is_rejected or "A_ASSOCIATE_RJ" in received
+        why = "refused the association" if refused else "aborted the association or did not answer"
         raise SendError(f"{node} {why} (within {timeout:g} s)")
     sent = []
     try:
