@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.samfast-installed
 
-.PHONY: install demo test lint bench clean csrc csrc-test
+.PHONY: install demo test test-slow lint bench clean csrc csrc-test
 
 # pip takes torch 2.14.1 / torchvision 0.29.1 from the machine's local wheel store when it has one.
 $(STAMP): pyproject.toml
@@ -21,8 +21,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check samfast tests bench
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not slow"
 	$(MAKE) csrc-test
+
+# The tests marked slow (full-size random-weight ViT-B / ViT-H exports, the second whole demo case):
+# ~10 more minutes on 2 cores; what they cover runs at small size in `make test`.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
 
 # libsamfast, the C library (CMakeLists.txt, csrc/): configure, build, then its ctest suite, which
 # exports the ONNX (and TorchScript) sets it needs into build/csrc/engines. Needs cmake >= 3.18, a

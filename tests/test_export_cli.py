@@ -169,6 +169,37 @@ def test_vit_b_random_weights_exports_to_onnx_with_parity(tmp_path):
     assert manifest["weights"]["random"] and manifest["parity"]["passed"]
 
 
+def test_graphs_past_the_size_threshold_keep_their_tensors_in_one_data_file_and_pass_parity(
+    tmp_path, monkeypatch
+):
+    """ViT-H's branch at the tiny model's size: every graph past the (lowered) threshold is written as
+    a small .onnx plus one .data file, listed and hashed in the manifest, and the parity check loads
+    the sets from those files."""
+    import onnx
+
+    from samfast.export import onnx_export
+
+    monkeypatch.setattr(onnx_export, "_EXTERNAL_DATA_THRESHOLD", 0)
+    result = run("--model", "tiny_vit_test", "--random-weights", "--format", "onnx", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    folder = next(tmp_path.rglob("manifest.json")).parent
+    manifest = json.loads((folder / "manifest.json").read_text())
+    graphs = {"encoder.onnx", "decoder.onnx", "decoder_image.onnx", "decoder_prompt.onnx"}
+    assert set(manifest["files"]) == graphs | {f"{g}.data" for g in graphs}
+    assert manifest["parity"]["passed"]
+    for graph in graphs:
+        proto = onnx.load(str(folder / graph), load_external_data=False)
+        locations = {
+            entry.value
+            for tensor in proto.graph.initializer
+            if tensor.data_location == onnx.TensorProto.EXTERNAL
+            for entry in tensor.external_data
+            if entry.key == "location"
+        }
+        assert locations == {f"{graph}.data"}, graph
+        onnx.checker.check_model(str(folder / graph))
+
+
 @pytest.mark.slow
 def test_vit_h_random_weights_exports_to_onnx_with_one_external_data_file(tmp_path):
     """ViT-H's encoder passes protobuf's 2 GiB limit: its tensors go to one .data file."""

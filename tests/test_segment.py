@@ -36,6 +36,10 @@ from samfast.eval.metrics import bounding_box, dice
 from samfast.preprocess import normalize_mr_putz
 from samfast.runtime.embedding_cache import EmbeddingCache
 
+# Whole demo cases: the second, smaller one runs in `make test`, the first in `make test-slow` as well
+# (each costs ~1 min on 2 cores; the two cases exercise the same code).
+WHOLE_CASES = [pytest.param(CASES[0], marks=pytest.mark.slow), *CASES[1:]]
+
 
 @pytest.fixture(scope="module")
 def predictor():
@@ -243,8 +247,7 @@ def tight_box(mask: np.ndarray) -> np.ndarray:
     return box
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case_id", CASES)
+@pytest.mark.parametrize("case_id", WHOLE_CASES)
 def test_propagation_from_the_central_slice_is_within_005_of_the_3d_box(case_id, predictor):
     volume, core = load_case(case_id)
     scaled = normalize_mr_putz(volume)
@@ -268,8 +271,7 @@ def test_propagation_from_the_central_slice_is_within_005_of_the_3d_box(case_id,
     assert propagated >= extent - 0.05
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case_id", CASES)
+@pytest.mark.parametrize("case_id", WHOLE_CASES)
 def test_segment_on_a_whole_demo_case_as_dicom(case_id, predictor, tmp_path):
     """The whole case as a DICOM series, its tumour core's 3D box: NIfTI, RTSTRUCT and DICOM-SEG agree."""
     image, label = demo_images(case_id)

@@ -85,7 +85,9 @@ def send_files(paths: list[Path], node: Node | str, timeout: float = 30.0) -> li
     # watched: a node that sent RJ refused, whatever state the association ends in.
     received: list[str] = []
     handlers = [(evt.EVT_PDU_RECV, lambda event: received.append(type(event.pdu).__name__))]
-    assoc = ae.associate(node.host, node.port, contexts=contexts, ae_title=node.ae_title, evt_handlers=handlers)
+    assoc = ae.associate(
+        node.host, node.port, contexts=contexts, ae_title=node.ae_title, evt_handlers=handlers
+    )
     if not assoc.is_established:
         refused = assoc.is_rejected or "A_ASSOCIATE_RJ" in received
         why = "refused the association" if refused else "aborted the association or did not answer"
