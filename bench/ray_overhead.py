@@ -28,7 +28,7 @@ MODES = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--slices-per-case", type=int, default=12)
+    parser.add_argument("--slices-per-case", type=int, default=12, help="0: every target slice.")
     parser.add_argument("--protocol", default="box,points-putz")
     parser.add_argument("--repeat", type=int, default=1, help="Rounds over all modes.")
     parser.add_argument("--modes", default="0,1,2", help="Which modes, by index: 0 single, 1 and 2 workers.")
@@ -43,7 +43,9 @@ def main() -> None:
                 extra = MODES[mode]
                 out = Path(folder) / mode.replace(" ", "_").replace(",", "")
                 command = [sys.executable, "-m", "samfast", "bench", "brats", "--fresh", "--out", str(out)]
-                command += ["--protocol", args.protocol, "--slices-per-case", str(args.slices_per_case)]
+                command += ["--protocol", args.protocol]
+                if args.slices_per_case:
+                    command += ["--slices-per-case", str(args.slices_per_case)]
                 started = time.perf_counter()
                 subprocess.run(command + extra, check=True, env=env, capture_output=True)
                 walls[mode].append(time.perf_counter() - started)

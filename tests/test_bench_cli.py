@@ -277,3 +277,29 @@ def test_eval_reads_dicom_series_folders(cropped, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["cases"]["evaluated"] == 1 and not summary["cases"]["skipped"]
     assert summary["protocols"]["box"]["axial"]["slices"] == 2
+
+
+def test_box_per_component_takes_a_one_pixel_wide_region(tmp_path, cropped):
+    """A region one pixel wide (a line of tumour core added beside the real one) has an inclusive
+    tight box with x0 == x1: a valid SAM box, so its slice is evaluated with one box per region and
+    the case is not skipped as bad input."""
+    image, label = cropped
+    values = sitk.GetArrayFromImage(label)
+    core = np.isin(values, (1, 4))
+    z = int(np.argmax(core.sum(axis=(1, 2))))
+    ys = np.flatnonzero(core[z].any(axis=1))
+    column = int(np.flatnonzero(core[z].any(axis=0)).max()) + 3  # clear of the real region
+    values[z, ys[0] : ys[-1] + 1, column] = 1
+    lined = sitk.GetImageFromArray(values)
+    lined.CopyInformation(label)
+    root = tmp_path / "brats"
+    write_case(root, "BraTS20_Training_001", image, lined)
+    out = tmp_path / "run"
+    per_region = ("--protocol", "box", "--box-per", "component", "--slices-per-case", 50)
+    result = bench(*TINY, "--data", root, "--out", out, *per_region)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert not [r for r in rows if r["row"] == "skipped"]
+    step = next(r for r in rows if r["row"] == "step" and r["slice"] == z)
+    boxes = np.array(step["box"])
+    assert boxes.shape[0] >= 2 and any(b[0] == b[2] == column for b in boxes), boxes
