@@ -63,9 +63,9 @@ class Predictor:
             self.choice.backend,
             self.spec.name,
             self.weights,
-            device,
-            self.choice.precision,
-            Path(engine_dir) if engine_dir else None,
+            device=device,
+            precision=self.choice.precision,
+            engine_dir=Path(engine_dir) if engine_dir else None,
             log=log,
             threads=threads,
         )
