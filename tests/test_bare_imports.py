@@ -5,11 +5,7 @@ tools) are made unimportable in a fresh interpreter, then each module is importe
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from conftest import REPO
+from child import run_json
 
 # import names of the pyproject extras (gpu, openvino, dev) that are not base dependencies
 OPTIONAL = (
@@ -51,15 +47,7 @@ print(json.dumps({"modules": names, "failed": failed, "leaked": leaked, "hidden"
 
 
 def test_every_module_imports_with_only_the_base_dependencies():
-    run = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, ",".join(OPTIONAL)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = run_json(_SCRIPT, ",".join(OPTIONAL))
     assert len(result["modules"]) > 60, "the walk found too few modules to be the whole package"
     assert {"samfast.backends.tensorrt_backend", "samfast.backends.openvino_backend"} <= set(
         result["modules"]

@@ -9,13 +9,11 @@ encoder and split decoder.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from child import run_json
 from conftest import REPO, tumour_slices
 
 from samfast import preprocess
@@ -51,15 +49,7 @@ print(json.dumps({
 def _geometry_at(threads: int, image_path) -> dict:
     env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
     env["PYTHONPATH"] = str(REPO)
-    run = subprocess.run(
-        [sys.executable, "-c", _GEOMETRY, str(image_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run_json(_GEOMETRY, image_path, timeout=120, env=env)
 
 
 @pytest.mark.skipif(

@@ -7,15 +7,13 @@ real demo slices, and check that those backends really never import torch.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from child import run_json
 from conftest import REPO, tumour_slices
 from segment_anything.utils.transforms import ResizeLongestSide
 
@@ -130,15 +128,7 @@ def test_onnxruntime_and_openvino_predictors_never_import_torch(backend, engine_
     volume, mask = demo_cases["BraTS20_Demo_001"]
     image = preprocess.normalize_mr_putz(volume)[tumour_slices(mask, 1)[0]]
     np.save(tmp_path / "slice.npy", image)
-    run = subprocess.run(
-        [sys.executable, "-c", _NO_TORCH, backend, str(engine_dir), str(tmp_path / "slice.npy")],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = run_json(_NO_TORCH, backend, engine_dir, tmp_path / "slice.npy")
     assert result["torch"] is False
     same = Predictor("litemedsam", backend, engine_dir=engine_dir, log=lambda m: None)
     same.set_image(image)
@@ -190,14 +180,6 @@ def test_bench_segment_and_serve_on_onnxruntime_never_import_torch(engine_dir, t
     case = REPO / "data" / "brats_demo" / "BraTS20_Demo_001" / "BraTS20_Demo_001_t1ce.nii.gz"
     image = sitk.ReadImage(str(case))
     sitk.WriteImage(image[60:156, 90:186, 75:79], str(tmp_path / "crop.nii.gz"))  # 4 tumour slices
-    run = subprocess.run(
-        [sys.executable, "-c", _COMMANDS_NO_TORCH, str(tmp_path / "crop.nii.gz"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
-    assert result == {"done": {"bench": 0, "segment": 0, "serve": 200}, "torch": False}, run.stderr[-3000:]
+    result = run_json(_COMMANDS_NO_TORCH, tmp_path / "crop.nii.gz", tmp_path, timeout=600)
+    assert result == {"done": {"bench": 0, "segment": 0, "serve": 200}, "torch": False}
     assert (tmp_path / "b" / "results.jsonl").stat().st_size > 0 and (tmp_path / "m.nii.gz").is_file()
