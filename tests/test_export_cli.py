@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from samfast.artifacts.formats import EXPORT_FORMATS
 from samfast.artifacts.gpu import tensorrt_available
 from samfast.cli import app
-from samfast.export.artifacts import ParityFailure, build_set
 from samfast.export.exporter import plan
+from samfast.export.set_writer import ParityFailure, build_set
 from samfast.models import get_spec, resolve_weights
 from samfast.models.checkpoints import packaged_checkpoint
 

@@ -58,8 +58,8 @@ def export(
 ) -> None:
     """Export encoder and decoder, check parity against PyTorch fp32 on real slices, write a manifest."""
     from samfast.eval.verify import verify_set
-    from samfast.export.artifacts import ParityFailure
     from samfast.export.exporter import ExportRequest, export_model
+    from samfast.export.set_writer import ParityFailure
 
     if list_formats:
         print_formats()

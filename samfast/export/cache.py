@@ -11,7 +11,7 @@ from pathlib import Path
 
 from samfast.artifacts.graphs import DEFAULT_OPSET
 from samfast.artifacts.layout import MissingSet, find_set, set_dir, set_opset
-from samfast.export.artifacts import build_set
+from samfast.export.set_writer import build_set
 from samfast.models import WeightsInfo, get_spec
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from samfast.artifacts.formats import EXPORT_FORMATS, set_name
 from samfast.artifacts.graphs import DEFAULT_OPSET
 from samfast.errors import InputError
-from samfast.export.artifacts import build_set
+from samfast.export.set_writer import build_set
 
 
 @dataclass

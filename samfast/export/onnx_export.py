@@ -23,7 +23,7 @@ from samfast.artifacts.graphs import (
 )
 from samfast.artifacts.manifest import software_versions, utc_now
 from samfast.export import split_decoder
-from samfast.export.artifacts import build_set
+from samfast.export.set_writer import build_set
 from samfast.export.wrappers import (
     DECODER_DYNAMIC_AXES,
     DECODER_INPUTS,
