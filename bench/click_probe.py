@@ -1,5 +1,7 @@
-"""The interactive click in blocks of consecutive calls: torch eager vs ONNX Runtime (plain and
-split decoder) on the bench slice, 2 threads each. Complements test_runtime.py's turn-taking runs.
+"""The interactive click in blocks of consecutive calls: torch eager fp32 vs ONNX Runtime (plain and
+split decoder) and OpenVINO bf16 (split decoder, where the CPU runs bf16) on the bench slice, 2
+threads each. Complements the turn-taking runs (test_runtime.py, precision_backends.py), where every
+click follows an encode.
 
     .venv/bin/python bench/click_probe.py
 """
@@ -35,12 +37,20 @@ def main(blocks: int = 5, calls: int = 10) -> None:
         point_labels=np.array([[1.0, 0.0]], np.float32),
     )
     state = fast.backend.image_state(embedding)
+    from samfast.backends.cpu import native_bf16
+
+    bf16 = None
+    if native_bf16():
+        bf16 = Predictor("litemedsam", backend="openvino", precision="bf16", threads=2, log=lambda m: None)
+        bf16_state = bf16.backend.image_state(embedding)
     calls_of = {
         "torch eager": lambda: eager.backend.decode(embedding, prompts),
         "onnxruntime": lambda: fast.backend.decode(embedding, prompts),
         "onnxruntime split": lambda: fast.backend.decode_state(state, prompts),
         "image state (once a slice)": lambda: fast.backend.image_state(embedding),
     }
+    if bf16 is not None:
+        calls_of["openvino bf16 split"] = lambda: bf16.backend.decode_state(bf16_state, prompts)
     times: dict[str, list[float]] = {name: [] for name in calls_of}
     for _ in range(blocks):
         for name, call in calls_of.items():

@@ -33,7 +33,9 @@ def profile_table(profile: dict, title: str) -> Table:
 
 @guarded
 def tune(
-    slices: Annotated[int, typer.Option("--slices", help="Demo slices the accuracy gate runs on.")] = 4,
+    slices: Annotated[
+        int, typer.Option("--slices", help="Demo slices the accuracy gate runs on (0: all 110, the default).")
+    ] = 0,
     rounds: Annotated[int, typer.Option("--rounds", help="Timed rounds per configuration.")] = 3,
     threads: Annotated[int, typer.Option("--threads", help="Threads of every backend.")] = 2,
     device: Device = "cpu",
@@ -46,8 +48,8 @@ def tune(
     from samfast.eval.tuning import tune as run_tune
     from samfast.runtime.profile import profile_path, write_profile
 
-    if slices < 1 or rounds < 1 or threads < 1:
-        raise InputError("--slices, --rounds and --threads must be at least 1")
+    if slices < 0 or rounds < 1 or threads < 1:
+        raise InputError("--slices must be 0 (all) or more, --rounds and --threads at least 1")
     console = Console(stderr=True)
     log = lambda m: console.print(m, markup=False)  # noqa: E731
     profile = run_tune(device, slices, rounds, threads, model, log, random_weights)

@@ -107,9 +107,16 @@ def time_configurations(predictors: dict, image: np.ndarray, truth: np.ndarray, 
     }
 
 
-def run_gate(candidate, reference, backend: str, slices: int) -> dict:
+# The gate's sample by default: every tumour slice of the demo (110). A few slices do not settle a
+# mean DSC to 0.005: OpenVINO bf16 failed box-margin by +0.0072 on 20 slices and passed it by
+# +0.0010 on all 110 (AMD Zen 4, bench/README.md), so a small sample flips the verdict by chance.
+ALL_SLICES = 0
+
+
+def run_gate(candidate, reference, backend: str, slices: int = ALL_SLICES) -> dict:
     """The task accuracy gate of ``candidate`` against the fp32 ``reference`` on ``slices`` demo
-    slices (spread over the demo cases), every protocol, through the evaluation engine."""
+    slices spread over the demo cases (ALL_SLICES: every target slice), every protocol, through the
+    evaluation engine."""
     from dataclasses import asdict
 
     from samfast.eval.datasets import find_brats_cases
@@ -118,7 +125,8 @@ def run_gate(candidate, reference, backend: str, slices: int) -> dict:
     from samfast.io import find_demo_data
 
     cases, _ = find_brats_cases(find_demo_data())
-    settings = Settings(protocols=list(PROTOCOLS), slices_per_case=math.ceil(slices / len(cases)))
+    per_case = math.ceil(slices / len(cases)) if slices else None
+    settings = Settings(protocols=list(PROTOCOLS), slices_per_case=per_case)
     with tempfile.TemporaryDirectory(prefix="samfast-tune-") as folder:
         evaluation = Evaluation((backend, candidate), ("torch", reference), settings, Path(folder))
         rows = evaluation.run(cases, [], {"purpose": "samfast tune gate"}, fresh=True)
@@ -128,7 +136,7 @@ def run_gate(candidate, reference, backend: str, slices: int) -> dict:
 
 def tune(
     device: str = "cpu",
-    slices: int = 4,
+    slices: int = ALL_SLICES,
     rounds: int = 3,
     threads: int | None = 2,
     model: str = "litemedsam",
@@ -153,7 +161,8 @@ def tune(
         predictors[f"{backend}/{precision}"] = Predictor(
             model, backend=backend, device=device, precision=precision, threads=threads, log=quiet, **weights
         )
-    image, truth = max(demo_case_slices(slices), key=lambda s: int(s[1].sum()))
+    # timed on the demo slice with the largest tumour core (of 8 spread over the cases)
+    image, truth = max(demo_case_slices(8), key=lambda s: int(s[1].sum()))
     log(f"timing {len(predictors)} configurations, {rounds} rounds")
     figures = time_configurations(predictors, image, truth, rounds)
     ref = figures["torch/fp32"]
@@ -167,7 +176,8 @@ def tune(
             # fp32 backends are held to the strict parity rows, checked when their set is exported.
             entry["judged_by"], entry["passed"] = "fp32 parity rows", True
         else:
-            log(f"accuracy gate: {name} vs torch fp32 on {slices} demo slices, every protocol")
+            sample = f"{slices} demo slices" if slices else "every demo tumour slice (~10 min on 2 cores)"
+            log(f"accuracy gate: {name} vs torch fp32 on {sample}, every protocol")
             entry["gate"] = run_gate(predictor, reference, backend, slices)
             entry["judged_by"], entry["passed"] = "task accuracy gate", entry["gate"]["passed"]
         configurations.append(entry)
