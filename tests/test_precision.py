@@ -113,9 +113,9 @@ def test_gate_verdict_uses_both_thresholds_and_reports_the_agreement_distributio
 
 @pytest.mark.skipif(not HAS_BF16_BACKEND, reason="needs native bf16 (AVX-512 BF16 / AMX) and openvino")
 def test_bf16_runs_on_openvino_and_gets_a_verdict_per_protocol(reference, tmp_path):
-    """Whether bf16 passes is measured on 20 demo slices (bench/README.md), not on this sample of
-    2: the gate's verdict per protocol must follow its thresholds, and bf16 must really be reduced
-    yet close to fp32."""
+    """Whether bf16 passes is measured on all 110 demo slices (bench/README.md: it passes), not on
+    this sample of 2: the gate's verdict per protocol must follow its thresholds, and bf16 must
+    really be reduced yet close to fp32."""
     bf16 = Predictor("litemedsam", precision="bf16", threads=2, **QUIET)
     assert bf16.choice.backend == "openvino"  # the fastest native bf16 on the CPU
     assert bf16.describe()["precision"] == "bf16" and bf16.backend.splits_decoder
