@@ -19,8 +19,9 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from samfast import preprocess
 
-# One unit in the last place of float32 at 255, the top of the intensity range: numpy sums the taps
-# in float64 and rounds once, torch's loops round in float32 as they go.
+# One unit in the last place of float32 at 255, the top of the intensity range: numpy sums an
+# antialiased kernel's taps in float64 and rounds once (two-tap bilinear in float32, as torch), and
+# torch's loops round in float32 as they go.
 ULP_255 = float(np.spacing(np.float32(255.0)))
 
 
