@@ -105,13 +105,9 @@ def pinned_torch_threads(threads):
 def bench_engine_dir(tmp_path_factory) -> Path:
     """The ONNX export is cached in a session-private folder, not in the repository."""
     folder = tmp_path_factory.mktemp("engines")
-    previous = os.environ.get("SAMFAST_ENGINES")
-    os.environ["SAMFAST_ENGINES"] = str(folder)
-    yield folder
-    if previous is None:
-        os.environ.pop("SAMFAST_ENGINES", None)
-    else:
-        os.environ["SAMFAST_ENGINES"] = previous
+    with pytest.MonkeyPatch.context() as patch:  # restores the variable (or its absence) after
+        patch.setenv("SAMFAST_ENGINES", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ Tests never write into the repository's engines/ folder.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +21,9 @@ TUMOUR_CORE = (1, 4)
 def engine_dir(tmp_path_factory) -> Path:
     """Exports go to a session-private cache, built once per test session."""
     folder = tmp_path_factory.mktemp("engines")
-    previous = os.environ.get("SAMFAST_ENGINES")
-    os.environ["SAMFAST_ENGINES"] = str(folder)
-    yield folder
-    if previous is None:
-        os.environ.pop("SAMFAST_ENGINES", None)
-    else:
-        os.environ["SAMFAST_ENGINES"] = previous
+    with pytest.MonkeyPatch.context() as patch:  # restores the variable (or its absence) after
+        patch.setenv("SAMFAST_ENGINES", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,13 +31,9 @@ def samfast_cache(tmp_path_factory) -> Path:
     """A session-private cache folder: no machine profile of the developer's (samfast tune) changes
     which backend a test's default Predictor gets."""
     folder = tmp_path_factory.mktemp("cache")
-    previous = os.environ.get("SAMFAST_CACHE")
-    os.environ["SAMFAST_CACHE"] = str(folder)
-    yield folder
-    if previous is None:
-        os.environ.pop("SAMFAST_CACHE", None)
-    else:
-        os.environ["SAMFAST_CACHE"] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SAMFAST_CACHE", str(folder))
+        yield folder
 
 
 def load_case(case: str) -> tuple[np.ndarray, np.ndarray]:

@@ -49,20 +49,12 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float(np.logical_and(a, b).sum()) / float(a.sum() + b.sum())
 
 
-def run_predict(folder: Path, *extra: object):
+def run_predict(folder: Path, *extra: object, label: bool = True):
+    """`samfast predict` with the demo slice's tight box, scored against its label unless not."""
     out = folder / "mask.nii.gz"
+    scored = ("--label", SEG) if label else ()
     result = invoke(
-        "predict",
-        T1CE,
-        "--slice",
-        SLICE,
-        "--box",
-        *tight_box(label_slice()),
-        "--label",
-        SEG,
-        "--out",
-        out,
-        *extra,
+        "predict", T1CE, "--slice", SLICE, "--box", *tight_box(label_slice()), *scored, "--out", out, *extra
     )
     return result, out
 
@@ -76,20 +68,7 @@ def onnx_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """tiny_vit_test (random weights) on onnxruntime; also warms its engine cache."""
-    out = tmp_path_factory.mktemp("tiny") / "mask.nii.gz"
-    result = invoke(
-        "predict",
-        T1CE,
-        "--slice",
-        SLICE,
-        "--box",
-        *tight_box(label_slice()),
-        "--model",
-        "tiny_vit_test",
-        "--out",
-        out,
-    )
-    return result, out
+    return run_predict(tmp_path_factory.mktemp("tiny"), "--model", "tiny_vit_test", label=False)
 
 
 @pytest.fixture(scope="module")
