@@ -61,11 +61,18 @@ def test_image_geometry_is_bitwise_the_same_with_one_and_two_blas_threads(demo_c
     crop = preprocess.normalize_mr_putz(volume)[z][40:197, 30:230]  # 157×200, as a cropped slice
     np.save(tmp_path / "slice.npy", preprocess.to_three_channels(crop))
     one, two = _geometry_at(1, tmp_path / "slice.npy"), _geometry_at(2, tmp_path / "slice.npy")
-    # The premise: with these shapes OpenBLAS really sums differently at 2 threads (the cause of the
-    # 6th-decimal drift in predicted IoUs between a Ray worker and one process), so the children
-    # did run their BLAS at different widths and the comparison below can fail.
-    assert one["control"] != two["control"]
+    # The invariance holds on every CPU: the geometry does not route its sums through BLAS.
     assert one["outputs"] == two["outputs"]
+    # The premise that makes this a test of thread-count invariance: with these shapes OpenBLAS
+    # sums differently at 2 threads (the cause of the 6th-decimal drift in predicted IoUs between
+    # a Ray worker and one process). Which kernel OpenBLAS picks depends on the CPU: on AMD Zen 4
+    # the sums differ, on Intel Xeon with AMX they are the same, and there the comparison above
+    # could not have failed, which is said rather than claimed as a pass.
+    if one["control"] == two["control"]:
+        pytest.skip(
+            "this CPU's OpenBLAS sums the control product identically at 1 and 2 threads, so a "
+            "thread-dependent geometry could not be told apart here (outputs were identical)"
+        )
 
 
 def _decoder_outputs(threads: int, image: np.ndarray, box: np.ndarray, points: np.ndarray) -> list:
