@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from samfast.clinical.dicom_values import MANUFACTURER, SOFTWARE_VERSIONS, fit, save_dataset, series_number
+from samfast.clinical.dicom_values import (
+    MANUFACTURER,
+    SOFTWARE_VERSIONS,
+    fit,
+    save_dataset,
+    series_number,
+    set_character_set,
+)
 from samfast.clinical.rtstruct import DEFAULT_COLOR, check_not_empty, check_roi_name
 from samfast.errors import InputError
 
@@ -46,7 +53,7 @@ def build_segmentation(
         algorithm_identification=algorithm,
         display_color=hd.color.CIELabColor.from_rgb(*color),
     )
-    return hd.seg.Segmentation(
+    segmentation = hd.seg.Segmentation(
         source_images=series.datasets,
         pixel_array=mask.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -60,7 +67,12 @@ def build_segmentation(
         software_versions=SOFTWARE_VERSIONS,
         device_serial_number="0",
         series_description=fit(f"samfast SEG {roi_name}", 64),
+        # UTF-8 while it is built: highdicom would copy the images' set, which may lack the ROI
+        # name's characters, and it refuses valid ISO 2022 sets such as '\\ISO 2022 IR 87'
+        specific_character_set="ISO_IR 192",
     )
+    set_character_set(segmentation, series.datasets[0])
+    return segmentation
 
 
 def write_dicom_seg(

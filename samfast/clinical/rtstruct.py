@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,12 @@ from samfast.clinical.contours import mask_polygons, rasterise_xor
 from samfast.clinical.dicom_values import (
     MANUFACTURER,
     SOFTWARE_VERSIONS,
-    character_set,
     copy_patient_and_study,
     ds_text,
     fit,
     save_dataset,
     series_number,
+    set_character_set,
 )
 from samfast.errors import InputError
 
@@ -66,10 +67,27 @@ def parse_color(text: str) -> tuple[int, int, int]:
     return rgb  # type: ignore[return-value]
 
 
+# Unicode categories no DICOM string may hold: control characters, lone surrogates (no character
+# set encodes them) and line or paragraph separators.
+_NOT_IN_A_NAME = ("Cc", "Cs", "Zl", "Zp")
+
+
 def check_roi_name(name: str) -> str:
-    # ROIName is a DICOM LO: at most 64 characters, no backslash or control characters.
-    if not name or len(name) > 64 or re.search(r"[\\\x00-\x1f]", name):
-        raise InputError(f"ROI name {name!r}: need 1-64 printable characters without a backslash")
+    """The name, or one InputError line: it becomes ROIName, SegmentLabel and StructureSetName, Type 1
+    LO values, so it is checked before any work rather than written empty or invalid."""
+    if not name.strip():
+        raise InputError(f"ROI name {name!r}: blank; give a name such as GTV")
+    if name != name.strip(" "):  # LO's padding: readers drop them, and the name no longer matches
+        raise InputError(f"ROI name {name!r}: DICOM does not keep leading or trailing spaces; remove them")
+    bad = next((c for c in name if c == "\\" or unicodedata.category(c) in _NOT_IN_A_NAME), None)
+    if bad is not None:  # a backslash separates DICOM values: the name would read back as two
+        raise InputError(f"ROI name {name!r}: {bad!r} is not allowed (no backslash or control characters)")
+    size = len(name.encode("utf-8"))
+    if len(name) > 64 or size > 64:  # LO: 64 characters, and readers that count bytes see UTF-8's
+        raise InputError(
+            f"ROI name {name!r}: {len(name)} characters, {size} bytes in UTF-8; "
+            "DICOM's LO holds 64 (shorten it)"
+        )
     return name
 
 
@@ -160,9 +178,6 @@ def build_rtstruct(
     ds = FileDataset("rtstruct", {}, file_meta=meta, preamble=b"\0" * 128)
     now = datetime.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    charset = character_set(first, roi_name, description, model)
-    if charset:
-        ds.SpecificCharacterSet = charset
     ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_SOP_CLASS, meta.MediaStorageSOPInstanceUID
     ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
     copy_patient_and_study(ds, first)
@@ -182,10 +197,12 @@ def build_rtstruct(
     ds.ManufacturerModelName = "samfast segment"
     ds.SoftwareVersions = SOFTWARE_VERSIONS
     # Structure Set
-    ds.StructureSetLabel = roi_name if len(roi_name) <= 16 else "samfast"
+    # SH holds 16 characters: a longer name is cut at a word boundary; ROIName and StructureSetName
+    # (LO) keep it whole
+    ds.StructureSetLabel = fit(roi_name, 16)
     ds.StructureSetName = roi_name
     if description:
-        ds.StructureSetDescription = description[:1024]
+        ds.StructureSetDescription = fit(description, 1024)
     ds.InstanceNumber = 1
     ds.StructureSetDate, ds.StructureSetTime = date, time
     images = Sequence(
@@ -239,6 +256,7 @@ def build_rtstruct(
     )
     # Approval: an automatic contour waits for a clinician's approval
     ds.ApprovalStatus = "UNAPPROVED"
+    set_character_set(ds, first)
     return ds
 
 

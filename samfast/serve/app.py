@@ -350,8 +350,9 @@ def create_app(
         """The session's mask as an RT Structure Set (sessions opened on a DICOM series)."""
         import tempfile
 
-        from samfast.clinical.rtstruct import parse_color, write_rtstruct
+        from samfast.clinical.rtstruct import check_roi_name, parse_color, write_rtstruct
 
+        check_roi_name(request.roi_name)  # a bad name is the request's fault, whatever the session
         session = store.get(session_id)
         if session.volume.series is None:
             raise InputError("RTSTRUCT export needs a session opened on a DICOM series")
