@@ -23,6 +23,7 @@ from samfast.io.atomic import check_output_file, check_writable_folder
 
 def _check_outputs(volume, out: Path | None, rtstruct: Path | None, seg: Path | None) -> None:
     from samfast.cli.predict import sidecar_path
+    from samfast.clinical.references import check_references
     from samfast.clinical.volume import check_mask_path
 
     if out is None and rtstruct is None and seg is None:
@@ -31,6 +32,9 @@ def _check_outputs(volume, out: Path | None, rtstruct: Path | None, seg: Path | 
         raise InputError(
             "--rtstruct and --seg reference a DICOM series: give a DICOM series folder as VOLUME"
         )
+    if rtstruct or seg:  # the frame of reference, study and instances they name
+        asked = [name for name, path in (("--rtstruct", rtstruct), ("--seg", seg)) if path is not None]
+        check_references(volume.series, " and ".join(asked))
     if out is not None:
         check_mask_path(out)
     if seg is not None and (seg.is_dir() or not seg.parent.is_dir()):

@@ -350,12 +350,14 @@ def create_app(
         """The session's mask as an RT Structure Set (sessions opened on a DICOM series)."""
         import tempfile
 
+        from samfast.clinical.references import check_references
         from samfast.clinical.rtstruct import check_roi_name, parse_color, write_rtstruct
 
         check_roi_name(request.roi_name)  # a bad name is the request's fault, whatever the session
         session = store.get(session_id)
         if session.volume.series is None:
             raise InputError("RTSTRUCT export needs a session opened on a DICOM series")
+        check_references(session.volume.series, "RTSTRUCT export")
         color = parse_color(",".join(str(v) for v in request.color))
         with session.lock:
             mask = session.mask.copy()

@@ -104,23 +104,34 @@ def _folder_files(folder: Path, shown: str, limits: Limits, roots: tuple[Path, .
     return files
 
 
-def _series_header(files: list[Path], shown: str) -> ImageHeader:
-    """The size a DICOM folder could have: the first image's rows x columns, one slice per file."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+def _number(ds, name: str, default: int) -> int:
+    """A positive integer header value; ``default`` where it is absent, empty or not positive."""
+    try:
+        return max(int(ds.get(name, default) or default), 1)
+    except (TypeError, ValueError):
+        return default
 
-    for path in sorted(files):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError):
-            continue
-        if "Rows" in ds and "Columns" in ds:
-            samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-            bits = int(getattr(ds, "BitsAllocated", 16) or 16)
-            return ImageHeader(
-                (int(ds.Columns), int(ds.Rows), len(files)), samples, samples * max(bits // 8, 1)
-            )
-    raise Refused(400, f"{shown}: no DICOM images found")
+
+def _series_headers(files: list[Path], shown: str) -> list[ImageHeader]:
+    """The size of each series the folder holds, from the image files that series reading counts
+    (samfast.io.dicom_series.image_headers): every image's own rows x columns x frames, so a small
+    file elsewhere in the folder (a thumbnail, another series) neither sizes nor hides a stack."""
+    from samfast.io.dicom_series import by_series, image_headers
+
+    groups = by_series(image_headers(files))
+    if not groups:
+        raise Refused(400, f"{shown}: no DICOM images found")
+    headers = []
+    for entries in groups.values():
+        samples = max(_number(ds, "SamplesPerPixel", 1) for _, ds in entries)
+        bytes_each = max(_number(ds, "BitsAllocated", 16) // 8 for _, ds in entries)
+        size = (
+            max(_number(ds, "Columns", 1) for _, ds in entries),
+            max(_number(ds, "Rows", 1) for _, ds in entries),
+            sum(_number(ds, "NumberOfFrames", 1) for _, ds in entries),
+        )
+        headers.append(ImageHeader(size, samples, samples * max(bytes_each, 1)))
+    return headers
 
 
 def check_source(
@@ -130,13 +141,14 @@ def check_source(
     budgets; ``shown`` names it in messages (an upload's own file name, not the scratch path)."""
     info = _stat(path, shown)
     if stat.S_ISDIR(info.st_mode):
-        header = _series_header(_folder_files(path, shown, limits, roots), shown)
-        if header.voxels > limits.max_voxels:
-            raise BudgetExceeded(
-                f"{shown}: {header.size[2]} files of "
-                f"{header.size[0]}x{header.size[1]}, more than the limit of {limits.max_voxels} voxels"
-            )
-        limits.check_volume(shown, header, dicom=True)
+        # Sized before the series checks, so no stray file can turn this answer into another.
+        for header in _series_headers(_folder_files(path, shown, limits, roots), shown):
+            if header.voxels > limits.max_voxels:
+                raise BudgetExceeded(
+                    f"{shown}: {header.size[2]} slices of {header.size[0]}x{header.size[1]}, "
+                    f"more than the limit of {limits.max_voxels} voxels"
+                )
+            limits.check_volume(shown, header, dicom=True)
         return
     if not stat.S_ISREG(info.st_mode):
         raise Refused(403, f"{shown}: not a regular file or folder")
