@@ -65,6 +65,32 @@ def serve(
     max_folder_files: Annotated[
         int, typer.Option("--max-folder-files", help="Files and folders a DICOM folder may hold.")
     ] = 4096,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout",
+            help="Seconds a client may take to send a request line and headers (from connecting "
+            "or from the previous response); then the connection is closed.",
+        ),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            help="Seconds a request body may take to arrive after its headers (an upload of "
+            "--max-upload-mb must come at least that fast); then the connection is closed.",
+        ),
+    ] = 120.0,
+    keep_alive_timeout: Annotated[
+        float,
+        typer.Option("--keep-alive-timeout", help="Seconds an idle connection is kept between requests."),
+    ] = 5.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections", help="Connections open at once; one more is answered 503 and closed."
+        ),
+    ] = 256,
     allow_root: Annotated[
         list[Path] | None,
         typer.Option(
@@ -84,6 +110,10 @@ def serve(
         )
     if max_voxels < 1 or session_memory_mb <= 0 or max_folder_files < 1:
         raise InputError("--max-voxels, --session-memory-mb and --max-folder-files must be positive")
+    if min(header_timeout, body_timeout, keep_alive_timeout) <= 0 or max_connections < 1:
+        raise InputError(
+            "--header-timeout, --body-timeout, --keep-alive-timeout and --max-connections must be positive"
+        )
     roots = []
     for root in allow_root or []:
         if not root.is_dir():
@@ -92,7 +122,9 @@ def serve(
     import uvicorn
 
     from samfast import Predictor
+    from samfast.io.image_budget import set_max_voxels
     from samfast.serve.app import create_app
+    from samfast.serve.connections import ConnectionLimits, protocol_class
     from samfast.serve.limits import Limits
 
     if len(key) < 16:
@@ -108,5 +140,15 @@ def serve(
     predictor = Predictor(
         model, backend=backend, device=device, precision=precision, log=lambda m: typer.echo(m, err=True)
     )
+    set_max_voxels(max_voxels)  # pictures (PNG, JPEG, TIFF) are decoded under the same budget
     app = create_app(predictor, key, max_sessions, cache_slices, int(max_upload_mb * 2**20), limits)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+    connections = ConnectionLimits(header_timeout, body_timeout, keep_alive_timeout, max_connections)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+        http=protocol_class(connections),  # h11 with read deadlines, whether or not httptools is installed
+        timeout_keep_alive=keep_alive_timeout,  # type: ignore[arg-type]  # uvicorn takes any number
+    )

@@ -46,10 +46,14 @@ class ImageHeader:
 
 def read_header(path: str | os.PathLike[str]) -> ImageHeader:
     """Size and voxel type from the file's header alone (SimpleITK ReadImageInformation)."""
+    from samfast.io.image_budget import codec_messages, picture_size
+
+    picture_size(path)  # a malformed PNG/JPEG/TIFF/BMP header is refused before a codec prints on it
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        with codec_messages():
+            reader.ReadImageInformation()
     except RuntimeError as error:
         from samfast.io.images import _short_reason
 

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from samfast.errors import InputError
 from samfast.io.atomic import atomic_path, full_suffix
+from samfast.io.image_budget import check_picture, codec_messages
 from samfast.io.planes import ORDER, plane_view
 
 __all__ = [
@@ -107,19 +108,47 @@ def _check_nifti_complete(path: Path) -> None:
         raise InputError(f"{path}: image contains NaN or infinite voxels")
 
 
-def read_image(path: PathLike) -> sitk.Image:
-    """Read any SimpleITK-readable file (NIfTI, NRRD, MHA, PNG, JPEG, TIFF, ...)."""
+def read_image(path: PathLike, max_voxels: int | None = None) -> sitk.Image:
+    """Read any SimpleITK-readable file (NIfTI, NRRD, MHA, PNG, JPEG, TIFF, ...).
+
+    A picture (PNG, JPEG, TIFF, BMP) is sized from its header first and refused (BudgetExceeded)
+    above ``max_voxels`` values (default: samfast.io.image_budget.max_voxels()), before decoding.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder (DICOM series are not supported yet)")
+    if check_picture(path, max_voxels) is not None:
+        return _read_picture(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise _unreadable(path, _short_reason(error)) from None
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_complete(path)
+    return image
+
+
+# libjpeg fills what is missing or corrupt with grey and only warns: such a picture is refused
+_CORRUPT_DATA = ("Premature end of JPEG file", "Corrupt JPEG data")
+
+
+def _read_picture(path: Path) -> sitk.Image:
+    """Decode a picture whose header was checked, with the codecs' stderr lines kept off the
+    terminal: the first becomes the reason when the read fails."""
+    failure = None
+    with codec_messages() as messages:
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as error:
+            failure = error
+    reasons = [re.sub(r"^lib\w+ (error|warning):\s*", "", line) for line in messages]
+    if failure is not None:
+        raise _unreadable(path, reasons[0] if reasons else _short_reason(failure))
+    corrupt = [line for line in reasons if line.startswith(_CORRUPT_DATA)]
+    if corrupt:
+        raise _unreadable(path, f"corrupt data: {corrupt[0]}")
     return image
 
 
