@@ -17,6 +17,7 @@ import typer
 
 from samfast.cli._common import fail, guarded
 from samfast.cli.options import Backend, Checkpoint, Device, Model, Precision, RandomWeights, Target
+from samfast.clinical.propagate import PropagationRule
 from samfast.errors import InputError
 from samfast.io.atomic import check_output_file, check_writable_folder
 
@@ -93,7 +94,12 @@ def segment(
     ],
     box: Annotated[
         tuple[float, float, float, float, float, float] | None,
-        typer.Option("--box", "-b", metavar="X0 Y0 Z0 X1 Y1 Z1", help="3D box: one box per slice z0..z1."),
+        typer.Option(
+            "--box",
+            "-b",
+            metavar="X0 Y0 Z0 X1 Y1 Z1",
+            help="3D box: the walk runs from its middle slice to z0, z1.",
+        ),
     ] = None,
     points: Annotated[
         list[str] | None,
@@ -105,18 +111,27 @@ def segment(
         Path | None,
         typer.Option(
             "--prompts",
-            help="JSON file with frame, box (6 numbers) and points (x, y, z, label each); see docs.",
+            help="JSON file with frame, box (6 numbers), boxes (2D boxes x0,y0,z,x1,y1,z) and points "
+            "(x, y, z, label each); see docs.",
         ),
     ] = None,
     frame: Annotated[
         str, typer.Option("--frame", help="Prompt coordinates: voxel (indices) or lps (patient mm).")
     ] = "voxel",
+    per_slice: Annotated[
+        bool,
+        typer.Option(
+            "--per-slice",
+            help="Segment each prompted slice on its own (a 3D box: the same box on every slice) "
+            "instead of the 3D walk.",
+        ),
+    ] = False,
     propagate: Annotated[
-        bool, typer.Option("--propagate", help="Start from one prompted slice and walk to the neighbours.")
+        bool, typer.Option("--propagate", hidden=True, help="The 3D walk; the default, kept for old scripts.")
     ] = False,
     margin_mm: Annotated[
-        float, typer.Option("--margin-mm", help="Propagation: box margin around a mask.")
-    ] = 6.0,
+        float, typer.Option("--margin-mm", help="3D walk: box margin around the previous slice's mask.")
+    ] = PropagationRule.margin_mm,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Mask volume (.nii.gz, .nrrd, .mha).")
     ] = None,
@@ -159,14 +174,14 @@ def segment(
     ] = None,
     target: Target = "tc",
 ) -> None:
-    """Segment a volume from a 3D box and/or clicks; write NIfTI, RTSTRUCT and/or DICOM-SEG."""
+    """Segment a volume from a 3D box, boxes on slices and/or clicks (a 3D walk from the prompted
+    slices); write NIfTI, RTSTRUCT and/or DICOM-SEG."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from samfast import Predictor
     from samfast.cli.predict import sidecar_path
     from samfast.clinical.prompts import build_prompts, parse_point, read_prompts_file
-    from samfast.clinical.propagate import PropagationRule
     from samfast.clinical.rtstruct import check_not_empty, check_roi_name, check_roi_type, parse_color
     from samfast.clinical.segment import segment_volume
     from samfast.clinical.send import SendError, parse_node, send_files
@@ -176,6 +191,10 @@ def segment(
     from samfast.eval.metrics import dice
     from samfast.io import atomic_write_bytes, check_same_grid, read_image
 
+    if per_slice and propagate:
+        raise InputError("--per-slice and --propagate exclude each other; the 3D walk is the default")
+    if not margin_mm >= 0:
+        raise InputError(f"--margin-mm {margin_mm:g}: give a margin of 0 mm or more")
     if prompts_file is not None and (box is not None or points):
         raise InputError("give the prompts either on the command line or in --prompts, not both")
     rgb = parse_color(color)
@@ -211,17 +230,22 @@ def segment(
         random_weights=random_weights,
         log=lambda m: console.print(m, markup=False, highlight=False),
     )
+    from samfast.runtime.embedding_cache import EmbeddingCache
+
+    # one embedding cache for the walk: its slices are encoded ahead in batches, each once
+    predictor.cache = predictor.cache or EmbeddingCache()
     slice_model = SliceModel(predictor, volume.normalised(normalize))
     spacing = volume.image.GetSpacing()
     columns = (TextColumn("[bold]segment"), BarColumn(), MofNCompleteColumn())
     # not a terminal (a log, a pipe): no bar, and no stray blank line before an error line
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task("slices", total=None if propagate else len(prompts.slices))
+        known = per_slice or prompts.box3d is not None and prompts.box3d[2] > prompts.box3d[1]
+        task = bar.add_task("slices", total=len(prompts.slices) if known else None)
         result = segment_volume(
             slice_model,
             prompts,
             (spacing[1], spacing[0]),
-            propagate,
+            "per-slice" if per_slice else "3d",
             PropagationRule(margin_mm=margin_mm),
             on_slice=lambda z: bar.advance(task),
         )
@@ -235,9 +259,7 @@ def segment(
         "slices": sorted(result.scores),
         "predicted_iou": {str(z): s for z, s in sorted(result.scores.items())},
         "voxels": int(result.mask.sum()),
-        "propagation": None
-        if result.start_slice is None
-        else {"start": result.start_slice, "stops": result.stops},
+        "segmentation": result.summary(),
         "outputs": [str(p) for p in written],
         **predictor.describe(),
     }
@@ -252,9 +274,8 @@ def segment(
     line = f"segmented {len(result.scores)} slices, {summary['voxels']} voxels"
     line += f", 3D Dice vs label {summary['dice_3d']:.4f}" if truth is not None else ""
     if result.stops:
-        line += f"; propagation from slice {result.start_slice}: " + "; ".join(
-            f"{k}: {v}" for k, v in result.stops.items()
-        )
+        anchors = ", ".join(map(str, result.anchors))
+        line += f"; 3D walk from slice {anchors}: " + "; ".join(f"{k}: {v}" for k, v in result.stops.items())
     typer.echo(line + ("  [RANDOM WEIGHTS: not a real segmentation]" if predictor.weights.random else ""))
     for path in written:
         typer.echo(f"wrote {path}")

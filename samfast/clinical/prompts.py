@@ -34,6 +34,8 @@ class VolumePrompts:
 
     slices: dict[int, SlicePrompt]
     z_range: tuple[int, int]
+    #: The user's 3D box as (x0 y0 x1 y1 footprint in voxels, z0, z1), when one was given.
+    box3d: tuple[np.ndarray, int, int] | None = None
 
     @property
     def start_slice(self) -> int:
@@ -96,18 +98,30 @@ def build_prompts(
     box: list[float] | None = None,
     points: list[tuple[float, float, float, int]] | None = None,
     frame: str = "voxel",
+    slice_boxes: list[list[float]] | None = None,
 ) -> VolumePrompts:
-    """Per-slice prompts: the box on every slice of its z range, each click on its nearest slice."""
+    """Per-slice prompts: the 3D box on every slice of its z range (and kept as ``box3d``), each
+    one-slice box (x0 y0 z x1 y1 z) on its slice, each click on its nearest slice."""
     if frame not in FRAMES:
         raise InputError(f"unknown coordinate frame {frame!r}; use voxel or lps")
-    if box is None and not points:
-        raise InputError("give a prompt: a 3D box and/or clicks")
+    if box is None and not points and not slice_boxes:
+        raise InputError("give a prompt: a 3D box, boxes on slices and/or clicks")
     slices: dict[int, SlicePrompt] = {}
     z_range = (0, image.GetSize()[2] - 1)
+    box3d = None
     if box is not None:
         plane_box, z0, z1 = box_to_voxels(image, box, frame)
         slices = {z: SlicePrompt(box=plane_box) for z in range(z0, z1 + 1)}
-        z_range = (z0, z1)
+        z_range, box3d = (z0, z1), (plane_box, z0, z1)
+    for flat in slice_boxes or []:
+        plane_box, z0, z1 = box_to_voxels(image, flat, frame)
+        if z1 != z0:
+            raise InputError(f"a slice box covers one slice (z0 = z1), this one slices {z0} to {z1}")
+        if box is not None:
+            raise InputError("give either one 3D box or boxes on slices, not both")
+        if z0 in slices:
+            raise InputError(f"two boxes on slice {z0}: anchors contradict each other; give one box a slice")
+        slices[z0] = SlicePrompt(box=plane_box)
     for x, y, z, label in points or []:
         xyz = _to_voxel(image, (x, y, z), frame)
         _check_inside(image, xyz, "point")
@@ -117,11 +131,12 @@ def build_prompts(
         prompt.points = point if prompt.points is None else np.vstack([prompt.points, point])
         labels = np.array([label], dtype=np.float32)
         prompt.labels = labels if prompt.labels is None else np.concatenate([prompt.labels, labels])
-    return VolumePrompts(slices, z_range)
+    return VolumePrompts(slices, z_range, box3d)
 
 
 def read_prompts_file(path: str | Path, image: sitk.Image) -> VolumePrompts:
-    """A JSON file {"frame": "voxel"|"lps", "box": [x0,y0,z0,x1,y1,z1], "points": [[x,y,z,label], ...]}."""
+    """A JSON file {"frame": "voxel"|"lps", "box": [x0,y0,z0,x1,y1,z1] (a 3D box) or "boxes":
+    [[x0,y0,z,x1,y1,z], ...] (2D boxes, one a slice), "points": [[x,y,z,label], ...]}."""
     path = Path(path)
     try:
         spec = json.loads(path.read_text())
@@ -129,11 +144,12 @@ def read_prompts_file(path: str | Path, image: sitk.Image) -> VolumePrompts:
         raise InputError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path}: not a readable JSON prompts file ({error})") from None
-    if not isinstance(spec, dict) or not set(spec) <= {"frame", "box", "points"}:
-        raise InputError(f"{path}: expected an object with keys frame, box, points")
+    if not isinstance(spec, dict) or not set(spec) <= {"frame", "box", "boxes", "points"}:
+        raise InputError(f"{path}: expected an object with keys frame, box, boxes, points")
     try:
         box = None if spec.get("box") is None else [float(v) for v in spec["box"]]
+        boxes = [[float(v) for v in b] for b in spec.get("boxes") or []]
         points = [parse_point(",".join(str(v) for v in p)) for p in spec.get("points") or []]
     except (TypeError, ValueError):
-        raise InputError(f"{path}: box and points must be lists of numbers") from None
-    return build_prompts(image, box, points, str(spec.get("frame", "voxel")))
+        raise InputError(f"{path}: box, boxes and points must be lists of numbers") from None
+    return build_prompts(image, box, points, str(spec.get("frame", "voxel")), boxes)

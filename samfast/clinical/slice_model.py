@@ -28,6 +28,30 @@ class SliceModel:
     def cached_slices(self) -> int:
         return sum(self.is_cached(z) for z in self._keys)
 
+    def prefetch(self, slices) -> int:
+        """Encode the slices a walk will need, in the streamer's batches, each once: the walk's
+        next slices are known before their boxes are. Returns how many reached the encoder;
+        without an embedding cache there is nowhere to keep them, so nothing is done."""
+        cache = self.predictor.cache
+        if cache is None:
+            return 0
+        from samfast.runtime.embedding_cache import content_key, embedding_identity
+        from samfast.runtime.streaming import SliceStreamer
+
+        # no more than the cache holds: prefetching past it would evict the walk's own next slices
+        fits = cache.max_bytes // (4 * int(np.prod(self.predictor.spec.embedding_shape)))
+        missing = [int(z) for z in dict.fromkeys(slices) if not self.is_cached(z)][: max(0, fits - 1)]
+        if not missing:
+            return 0
+        identity = embedding_identity(self.predictor)
+        stream = SliceStreamer(self.predictor, self.volume_input, indices=missing, cache=cache)
+        with self.lock, stream:
+            for batch in stream:
+                for z in batch.indices:
+                    prepared = self.predictor.prepare_image(self.volume_input[z])
+                    self._keys[z] = content_key(prepared, identity)
+        return len(missing)
+
     def predict(self, z: int, prompt: SlicePrompt, mask_input: np.ndarray | None = None):
         """(mask H×W bool, predicted IoU, low-res logits, cached) for one slice's prompt.
 
