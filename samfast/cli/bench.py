@@ -51,7 +51,6 @@ from samfast.eval.protocols import PROTOCOLS
 app = typer.Typer(help="Benchmarks: accuracy parity with the reference and latency.", no_args_is_help=True)
 
 
-
 @dataclass
 class Options:
     out: Path
@@ -303,4 +302,67 @@ def brats(
     options = Options(**{k: v for k, v in locals().items() if k in Options.__dataclass_fields__})
     root = data or find_demo_data()
     found, skipped = find_brats_cases(root, modality)
+    if "volume" in [p.strip() for p in protocol.split(",")]:
+        if protocol.strip() != "volume":
+            raise InputError("--protocol volume runs on its own: give it without other protocols")
+        run_volume(found, skipped, options)
+        return
     run_evaluation(found, skipped, options, str(root))
+
+
+def run_volume(cases: list, skipped: list, options: Options) -> None:
+    """--protocol volume: each case's 3D box, segmented four ways (samfast.clinical.volume_bench)."""
+    import sys
+
+    from samfast import Predictor
+    from samfast.clinical.volume_bench import MODES, run_volume_bench
+    from samfast.eval import records
+    from samfast.eval.datasets import target_labels
+    from samfast.preprocess import NORMALIZERS
+
+    console = Console() if sys.stdout.isatty() else Console(width=150)
+    target_labels(options.target)
+    if options.normalization not in NORMALIZERS:
+        raise InputError(f"normalization {options.normalization!r}: use one of {', '.join(NORMALIZERS)}")
+    records.make_out_dir(options.out)
+    if options.fresh:
+        (options.out / "volume.jsonl").unlink(missing_ok=True)
+    cases = cases[: options.cases] if options.cases is not None else cases
+    if not cases:
+        raise InputError("no usable cases: " + "; ".join(f"{s.case_id}: {s.reason}" for s in skipped))
+    predictor = Predictor(
+        options.model,
+        backend=options.backend,
+        device=options.device,
+        precision=options.precision,
+        checkpoint=options.checkpoint,
+        random_weights=options.random_weights,
+        log=lambda m: console.print(m, markup=False, highlight=False),
+    )
+    summary = run_volume_bench(
+        cases,
+        predictor,
+        options.out,
+        options.normalization,
+        options.target,
+        options.nsd_tolerance_mm,
+        progress=lambda case: console.print(f"volume: {case}", markup=False, highlight=False),
+    )
+    table = Table(title=f"3D from the target's 3D box ({options.target}): 3D Dice (voxels / target's)")
+    table.add_column("case")
+    for mode in MODES:
+        table.add_column(mode, justify="right")
+    for case, row in summary["cases"].items():
+        cells = [f"{row[m]['dice']:.3f} ({row[m]['voxel_ratio']:.2f})" for m in MODES]
+        table.add_row(f"{case} ({row['slices']} slices)", *cells)
+    goals = summary["goals"]
+    table.add_row("mean", *(f"{goals['mean_dice'][m]:.3f}" for m in MODES))
+    console.print(table)
+    console.print(
+        f"3d vs baseline: {goals['gain_over_baseline']:+.4f}; gap to tight closed {goals['gap_closed']}; "
+        f"worst case vs baseline {goals['worst_vs_baseline']:+.4f}; mean voxel ratio "
+        f"{goals['mean_voxel_ratio']:.3f}  [{predictor.describe().get('backend')}]",
+        markup=False,
+        highlight=False,
+    )
+    console.print(f"wrote {options.out / 'volume.json'}", markup=False, highlight=False)

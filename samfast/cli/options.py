@@ -51,7 +51,8 @@ Protocol = Annotated[
     str,
     typer.Option(
         "--protocol",
-        help=f"{', '.join(PROTOCOLS)}; comma-separated, or all.",
+        help=f"{', '.join(PROTOCOLS)}; comma-separated, or all. bench brats also: volume (a 3D box "
+        "per case: the 3D mode, the same box on every slice, the challenge baseline, tight boxes).",
     ),
 ]
 Plane = Annotated[str, typer.Option("--plane", help="axial, coronal, sagittal or tri (all three + vote).")]
