@@ -66,6 +66,8 @@ def box_to_voxels(image: sitk.Image, box: list[float], frame: str = "voxel") -> 
     if len(box) != 6:
         raise InputError(f"a 3D box needs 6 numbers x0 y0 z0 x1 y1 z1, got {len(box)}")
     low, high = np.asarray(box[:3], float), np.asarray(box[3:], float)
+    if (low > high).any():
+        raise InputError("box is inverted: need x0 <= x1, y0 <= y1 and z0 <= z1")
     corners = np.array([_to_voxel(image, c, frame) for c in itertools.product(*zip(low, high, strict=True))])
     for corner in corners:
         _check_inside(image, corner, "box corner")

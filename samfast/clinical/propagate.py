@@ -163,12 +163,15 @@ class Walker:
         limit: np.ndarray | None = None,
         floor: float | None = None,
         agrees: Agreement | None = None,
+        old_boxes: dict[int, np.ndarray] | None = None,
     ) -> None:
         """Walk from ``start`` (its mask and box already in ``walk``) toward ``end`` (included).
 
         ``limit``: a box no slice's box may leave; ``floor``: the stop rule's predicted-IoU floor
         (default ``rule.min_score``); ``agrees``: an edit's walk ends after two slices in a row
-        whose new masks agree with their old ones.
+        whose new masks agree with their old ones. ``old_boxes``: an edit's walk blends each
+        slice's box from that slice's old box rather than the box carried along, so a change
+        fades by (1 − momentum) a slice and the walk meets the old result within a few slices.
         """
         rule, bounds = self.rule, self.bounds
         step = 1 if end >= start else -1
@@ -179,6 +182,8 @@ class Walker:
             return
         while (z - end) * step <= 0:
             slice_limit = limit if bounds is None else bounds.limit(z, rule, self.margin_px)
+            if old_boxes is not None and z in old_boxes:
+                box = np.asarray(old_boxes[z], np.float32)
             if previous.any():
                 box = next_box(previous, self.margin_px, slice_limit, box, rule.momentum)
             # an empty mask inside a 3D box: the previous box again (the structure may be faint)

@@ -203,7 +203,8 @@ def edit_volume(
         if end == z:
             continue
         walk = Walk({z: found}, {z: score}, {} if start_box is None else {z: start_box}, {})
-        walker.one_way(walk, name, z, end, floor=rule.score_floor(score), agrees=agrees)
+        old_boxes = {k: np.asarray(v, np.float32) for k, v in previous.boxes.items() if v is not None}
+        walker.one_way(walk, name, z, end, floor=rule.score_floor(score), agrees=agrees, old_boxes=old_boxes)
         del walk.masks[z], walk.scores[z]
         walk.boxes.pop(z, None)
         stops[f"edit-{name}"] = walk.stops[name]
