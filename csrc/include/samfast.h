@@ -199,6 +199,78 @@ SAMFAST_API samfast_status samfast_get_slice(const samfast_model* model, int* he
 SAMFAST_API samfast_status samfast_predict(samfast_model* model, const samfast_prompt* prompt,
                                            samfast_output* out);
 
+/*
+ * VOLUME FROM ONE 3D BOX (samfast_segment_volume): the rule of the Python API's 3D mode
+ * (samfast.clinical.segment.segment_volume with a 3D box, "3d" mode; the rule is
+ * samfast.clinical.propagate.PropagationRule, named SAMFAST_VOLUME_RULE), on the same model:
+ *  - the box's middle slice z0 + (z1 - z0) / 2 is prompted with the box's footprint x0 y0 x1 y1;
+ *  - the walk then goes down to z0 and up to z1, one slice at a time. Each slice's box is
+ *    momentum * the previous slice's box + (1 - momentum) * (the previous mask's bounding box +
+ *    margin_mm on every side, per axis in pixels from spacing_x / spacing_y, at least 1 pixel),
+ *    clipped to the footprint shrunk toward z0 and z1 by shape_prior (1: the section of the
+ *    ellipsoid inscribed in the box; 0: the whole footprint). After an empty mask the next slice
+ *    gets the previous box again. Every mask is clipped to the footprint; no slice outside z0..z1
+ *    is segmented.
+ *  - A box on one slice (z0 == z1 after rounding) walks through the volume instead, and each
+ *    direction stops (dropping that slice's mask) at the first mask with fewer than min_pixels
+ *    pixels, with less than min_overlap of it on the previous mask, or with a predicted IoU below
+ *    max(min_score, min_score_ratio * the start slice's predicted IoU).
+ * Each slice is encoded as samfast_set_slice encodes it (one channel, its spacing) and decoded as
+ * samfast_predict decodes a box (one mask, token 0). The handle's current slice afterwards is the
+ * last slice walked, and its slice cache holds the last slices walked (the host's earlier slices
+ * may have been evicted).
+ */
+
+/* Name of the rule samfast_segment_volume runs (PropagationRule.name on the Python side). */
+#define SAMFAST_VOLUME_RULE "samfast-walk-2"
+
+/* The walk's constants. Fill with samfast_volume_options_init (the defaults; a zero field is a
+   real value here: momentum 0 is the mask's box alone), then change what you need. */
+typedef struct samfast_volume_options {
+  double margin_mm;       /* >= 0; default 5 */
+  double momentum;        /* 0..1, share of the previous box kept; default 0.7 */
+  double shape_prior;     /* 0..1; default 1 */
+  int min_pixels;         /* >= 1; one-slice box only (stop rule); default 10 */
+  double min_overlap;     /* 0..1; one-slice box only; default 0.5 */
+  double min_score_ratio; /* >= 0; one-slice box only; default 0.8 */
+  double min_score;       /* one-slice box only; default 0.6 */
+} samfast_volume_options;
+
+/* The default rule (SAMFAST_VOLUME_RULE's constants). NULL is accepted (does nothing). */
+SAMFAST_API void samfast_volume_options_init(samfast_volume_options* options);
+
+/*
+ * Segment a volume from one 3D box (see VOLUME FROM ONE 3D BOX).
+ *  volume: depth * height * width floats, slice after slice, row-major: the model's input as the
+ *          Python API gets it (already normalised, e.g. Putz for MRI: Volume.normalised()).
+ *  spacing_z / spacing_y / spacing_x: mm per voxel (> 0); y and x set the margin in pixels.
+ *  box3d: x0 y0 z0 x1 y1 z1 in voxel indices (x = column, y = row, z = slice), as `samfast segment
+ *         --box`: voxel i covers [i - 0.5, i + 0.5], so each corner must lie in [-0.5, size - 0.5]
+ *         (else SAMFAST_ERR_OUT_OF_RANGE); corners are then clipped to the voxel centres and z0 /
+ *         z1 rounded to slices (half to even). x0 > x1, y0 > y1 or z0 > z1 (inverted) and a box
+ *         empty in-plane (x0 == x1 or y0 == y1 after clipping) are SAMFAST_ERR_INVALID_ARGUMENT.
+ *  options: NULL for the defaults (samfast_volume_options_init).
+ *  out_mask: depth * height * width bytes, written: 1 inside, 0 outside.
+ *  out_scores: depth floats, or NULL: each segmented slice's predicted IoU, NaN elsewhere.
+ *  out_boxes: 4 * depth floats, or NULL: the box x0 y0 x1 y1 each segmented slice was prompted
+ *             with, NaN elsewhere.
+ * Every argument, and every voxel (NaN or infinity: SAMFAST_ERR_INVALID_ARGUMENT), is checked
+ * before the first slice is encoded. On failure out_mask is all zero and out_scores / out_boxes
+ * all NaN (once the sizes are valid); an empty result is a success (the host decides).
+ * MEMORY BOUND beyond the caller's buffers: the handle's slice cache as samfast_set_slice keeps it
+ * (at most cache_slices * slice_bytes, samfast_info) and, while a slice is walked, the transient
+ * buffers of one samfast_set_slice + samfast_predict (under 8 * input_size^2 + height * width
+ * floats, besides the backend's own, as for any slice). The masks are built in out_mask itself
+ * (the previous slice's mask is read back from it), so nothing grows with depth. Time: one
+ * encoder and one prompt-side decoder run per slice walked (a 3D box: z1 - z0 + 1 slices; a
+ * one-slice box: at most depth).
+ */
+SAMFAST_API samfast_status samfast_segment_volume(samfast_model* model, const float* volume, int depth,
+                                                  int height, int width, double spacing_z, double spacing_y,
+                                                  double spacing_x, const float box3d[6],
+                                                  const samfast_volume_options* options, uint8_t* out_mask,
+                                                  float* out_scores, float* out_boxes);
+
 #ifdef __cplusplus
 }
 #endif

@@ -11,6 +11,7 @@
 #include "error.hpp"
 #include "model.hpp"
 #include "samfast.h"
+#include "volume.hpp"
 
 struct samfast_model {
   std::unique_ptr<samfast::Model> impl;
@@ -172,6 +173,23 @@ SAMFAST_API samfast_status samfast_predict(samfast_model* model, const samfast_p
     need(prompt, "prompt");
     need(out, "out");
     model->impl->predict(*prompt, *out);
+  });
+}
+
+SAMFAST_API void samfast_volume_options_init(samfast_volume_options* options) {
+  if (options) samfast::default_volume_options(*options);
+}
+
+SAMFAST_API samfast_status samfast_segment_volume(samfast_model* model, const float* volume, int depth, int height,
+                                                  int width, double spacing_z, double spacing_y, double spacing_x,
+                                                  const float box3d[6], const samfast_volume_options* options,
+                                                  uint8_t* out_mask, float* out_scores, float* out_boxes) {
+  return guarded([&] {
+    need(model, "model");
+    samfast_volume_options defaults;
+    samfast::default_volume_options(defaults);
+    samfast::segment_volume(*model->impl, volume, depth, height, width, spacing_z, spacing_y, spacing_x, box3d,
+                            options ? *options : defaults, out_mask, out_scores, out_boxes);
   });
 }
 

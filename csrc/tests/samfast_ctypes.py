@@ -83,6 +83,18 @@ class Output(ctypes.Structure):
     ]
 
 
+class VolumeOptions(ctypes.Structure):
+    _fields_ = [
+        ("margin_mm", ctypes.c_double),
+        ("momentum", ctypes.c_double),
+        ("shape_prior", ctypes.c_double),
+        ("min_pixels", ctypes.c_int),
+        ("min_overlap", ctypes.c_double),
+        ("min_score_ratio", ctypes.c_double),
+        ("min_score", ctypes.c_double),
+    ]
+
+
 class SamfastCError(Exception):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
@@ -126,7 +138,30 @@ class Library:
         ]
         lib.samfast_get_slice.argtypes = [ctypes.c_void_p, _intp, _intp, ctypes.c_void_p, ctypes.c_void_p]
         lib.samfast_predict.argtypes = [ctypes.c_void_p, ctypes.POINTER(Prompt), ctypes.POINTER(Output)]
+        lib.samfast_volume_options_init.argtypes = [ctypes.POINTER(VolumeOptions)]
+        lib.samfast_volume_options_init.restype = None
+        lib.samfast_segment_volume.argtypes = [
+            ctypes.c_void_p,
+            _f32p,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_double,
+            ctypes.c_double,
+            ctypes.c_double,
+            _f32p,
+            ctypes.POINTER(VolumeOptions),
+            _u8p,
+            _f32p,
+            _f32p,
+        ]
         self.lib = lib
+
+    def volume_defaults(self) -> dict:
+        """samfast_volume_options_init's values."""
+        options = VolumeOptions()
+        self.lib.samfast_volume_options_init(ctypes.byref(options))
+        return {name: getattr(options, name) for name, _ in VolumeOptions._fields_}
 
     @property
     def version(self) -> str:
@@ -258,3 +293,42 @@ class Model:
             iou[:n].copy(),
             None if low_res is None else low_res[: n * low * low].reshape(n, low, low).copy(),
         )
+
+    def segment_volume(
+        self,
+        volume: np.ndarray,
+        box3d,
+        spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        options: dict | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """samfast_segment_volume on a (z, y, x) volume with a 3D box x0 y0 z0 x1 y1 z1 and (z, y, x)
+        spacing: (mask (z, y, x) bool, predicted IoU per slice (NaN: not segmented), box per
+        slice (z, 4), NaN where none). ``options``: fields changed from the defaults."""
+        volume = np.ascontiguousarray(volume, dtype=np.float32)
+        depth, height, width = volume.shape
+        box = np.ascontiguousarray(box3d, np.float32).reshape(6)
+        opts = None
+        if options is not None:
+            opts = VolumeOptions()
+            self.library.lib.samfast_volume_options_init(ctypes.byref(opts))
+            for name, value in options.items():
+                setattr(opts, name, value)
+        mask = np.zeros(volume.shape, np.uint8)
+        scores = np.zeros(depth, np.float32)
+        boxes = np.zeros((depth, 4), np.float32)
+        self.library.check(
+            self.library.lib.samfast_segment_volume(
+                self.handle,
+                _ptr(volume, _f32p),
+                depth,
+                height,
+                width,
+                *spacing,
+                _ptr(box, _f32p),
+                None if opts is None else ctypes.byref(opts),
+                _ptr(mask, _u8p),
+                _ptr(scores, _f32p),
+                _ptr(boxes, _f32p),
+            )
+        )
+        return mask.astype(bool), scores, boxes
