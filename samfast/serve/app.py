@@ -31,7 +31,7 @@ from samfast.clinical.volume import VOLUME_SUFFIXES, load_volume, write_volume_m
 from samfast.errors import InputError, SamfastError
 from samfast.io.atomic import full_suffix
 from samfast.io.budget import BudgetExceeded
-from samfast.serve.docs_page import docs_html
+from samfast.serve.docs_page import add_asset_routes, asset_paths, docs_html
 from samfast.serve.guard import API_KEY_HEADER, Guard
 from samfast.serve.limits import MAX_CLICKS, MAX_JSON_BYTES, Limits, Refused
 from samfast.serve.scratch import Scratch
@@ -248,7 +248,7 @@ def create_app(
         api_key=api_key,
         default_limit=MAX_JSON_BYTES,
         body_limits={"/sessions/upload": max_body_bytes},
-        open_paths={("GET", "/docs"), ("HEAD", "/docs")},
+        open_paths={("GET", "/docs"), ("HEAD", "/docs"), *asset_paths()},
         methods=_methods(app),
     )
 
@@ -275,6 +275,8 @@ def create_app(
     def docs() -> HTMLResponse:
         """Swagger UI; the page asks for the key, then fetches the spec with it."""
         return HTMLResponse(docs_html(app.title, app.openapi_url, API_KEY_HEADER))
+
+    add_asset_routes(app)  # Swagger UI's files, shipped in the package: /docs works offline
 
     @app.get("/health", responses={code: _errors()[code] for code in (401, 500)})
     def health() -> Health:
