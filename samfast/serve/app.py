@@ -34,6 +34,7 @@ from samfast.io.budget import BudgetExceeded
 from samfast.serve.docs_page import add_asset_routes, asset_paths, docs_html
 from samfast.serve.guard import API_KEY_HEADER, Guard
 from samfast.serve.limits import MAX_CLICKS, MAX_JSON_BYTES, Limits, Refused
+from samfast.serve.openapi_links import install as install_links
 from samfast.serve.scratch import Scratch
 from samfast.serve.sessions import SessionNotFound, SessionStore, prompt_slice, undo
 from samfast.serve.sources import check_source, resolve, shorten
@@ -243,6 +244,7 @@ def create_app(
         dependencies=[Security(APIKeyHeader(name="X-API-Key", auto_error=False))],
     )
     app.state.store, app.state.scratch, app.state.limits = store, scratch, limits
+    install_links(app)  # the spec links each session route to the routes that open one
     app.add_middleware(
         Guard,
         api_key=api_key,
