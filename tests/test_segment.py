@@ -358,13 +358,12 @@ def test_segment_on_a_whole_demo_case_as_dicom(case_id, predictor, tmp_path):
     rt_dice = dice(read_rtstruct_mask(rt / rtstruct_file_name("SAMFAST"), volume.series, "SAMFAST"), mask)
     seg_same = np.array_equal(read_dicom_seg(seg, volume.series), mask)
     model = SliceModel(predictor, normalize_mr_putz(sitk.GetArrayFromImage(volume.image)))
-    box = np.array([x0, y0, x1, y1], np.float32)
-    reference = np.zeros_like(mask)
-    for z in zs:
-        reference[z] = model.predict(int(z), SlicePrompt(box=box))[0]
+    # the library's 3D mode on the same box gives the CLI's mask
+    prompts = build_prompts(volume.image, [x0, y0, int(zs[0]), x1, y1, int(zs[-1])])
+    reference = segment_volume(model, prompts, (1.0, 1.0)).mask
     print(
-        f"\n{case_id}: segment --box over slices {zs[0]}-{zs[-1]}: 3D Dice vs tumour core "
-        f"{dice(mask, core):.4f} (predictor slice by slice {dice(reference, core):.4f}); "
+        f"\n{case_id}: segment --box (3D mode) over slices {zs[0]}-{zs[-1]}: 3D Dice vs tumour core "
+        f"{dice(mask, core):.4f} (library API {dice(reference, core):.4f}); "
         f"RTSTRUCT round trip Dice {rt_dice:.4f}; DICOM-SEG identical {seg_same}"
     )
     assert rt_dice == 1.0 and seg_same and np.array_equal(mask, reference)

@@ -54,6 +54,14 @@ def serve(
         int,
         typer.Option("--cache-slices", help="Slice embeddings kept per session (4 MiB each for LiteMedSAM)."),
     ] = 16,
+    prefetch: Annotated[
+        int | None,
+        typer.Option(
+            "--prefetch",
+            help="Slices encoded each side of a session's last slice while it is idle "
+            "(default: what --cache-slices holds, (N - 2) / 2; 0: off).",
+        ),
+    ] = None,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest upload body.")] = 256.0,
     max_voxels: Annotated[
         int, typer.Option("--max-voxels", help="Largest volume, read from its header first (512x512x1000).")
@@ -141,7 +149,17 @@ def serve(
         model, backend=backend, device=device, precision=precision, log=lambda m: typer.echo(m, err=True)
     )
     set_max_voxels(max_voxels)  # pictures (PNG, JPEG, TIFF) are decoded under the same budget
-    app = create_app(predictor, key, max_sessions, cache_slices, int(max_upload_mb * 2**20), limits)
+    if prefetch is not None and prefetch < 0:
+        raise InputError(f"--prefetch {prefetch}: give 0 (off) or a number of slices")
+    app = create_app(
+        predictor,
+        key,
+        max_sessions,
+        cache_slices,
+        int(max_upload_mb * 2**20),
+        limits,
+        prefetch_slices=prefetch,
+    )
     connections = ConnectionLimits(header_timeout, body_timeout, keep_alive_timeout, max_connections)
     uvicorn.run(
         app,

@@ -153,6 +153,8 @@ class Walker:
     rule: PropagationRule
     margin_px: tuple[float, float]
     bounds: Bounds | None = None
+    #: on_step(z, mask, predicted IoU, box): each slice the walk keeps, as it keeps it
+    on_step: Callable[[int, np.ndarray, float, np.ndarray], None] = lambda z, mask, score, box: None
 
     def one_way(
         self,
@@ -196,6 +198,7 @@ class Walker:
                     walk.stops[name] = f"slice {z}: {reason}"
                     return
             walk.masks[z], walk.scores[z], walk.boxes[z] = mask, score, box
+            self.on_step(z, mask, score, box)
             agreed = agreed + 1 if agrees is not None and agrees(z, mask) else 0
             if agreed >= 2:
                 walk.stops[name] = f"slice {z}: agrees with the previous result on two slices in a row"

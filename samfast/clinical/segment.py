@@ -75,11 +75,11 @@ def anchor_prompts(prompts: VolumePrompts, bounds: Bounds | None) -> dict[int, S
     return clicked  # each click slice also carries the footprint (build_prompts)
 
 
-def _model_walker(model: SliceModel, on_slice: Callable[[int], None]):
+def _model_walker(model: SliceModel, on_slice: Callable[[int], None], prefetch: bool = True):
     last = [None]
 
     def predict(z: int, box: np.ndarray) -> tuple[np.ndarray, float]:
-        if not model.is_cached(z):  # a walk without a known end: encode the next few ahead
+        if prefetch and not model.is_cached(z):  # a walk without a known end: encode ahead
             step = 1 if last[0] is None or z > last[0] else -1
             ahead = [z + step * k for k in range(PREFETCH)]
             model.prefetch([a for a in ahead if 0 <= a < model.volume_input.shape[0]])
@@ -104,22 +104,30 @@ def segment_volume(
     mode: str = "3d",
     rule: PropagationRule | None = None,
     on_slice: Callable[[int], None] = lambda z: None,
+    on_step: Callable[[int, np.ndarray, float, np.ndarray | None], None] = lambda z, mask, score, box: None,
+    prefetch: bool = True,
 ) -> VolumeSegmentation:
     """Masks for a volume: the 3D mode's walk, or (``per-slice``) every prompted slice on its own.
 
-    ``pixel_spacing`` is (row, column) mm, used for the walk's margin.
+    ``pixel_spacing`` is (row, column) mm, used for the walk's margin. ``on_slice(z)`` follows
+    every model call, ``on_step(z, mask, score, box)`` every slice kept, as it is kept (either may
+    raise to stop the walk). ``prefetch``: encode a 3D box's slices ahead in batches first (a
+    batch run); a caller that streams slices as they come leaves it off, so the first slice is
+    not held back by the encoding of the rest.
     """
     if mode not in MODES:
         raise InputError(f"unknown segmentation mode {mode!r}; use {' or '.join(MODES)}")
     depth = model.volume_input.shape[0]
     mask = np.zeros(model.volume_input.shape, dtype=bool)
     if mode == "per-slice":
-        model.prefetch(sorted(prompts.slices))
+        if prefetch:
+            model.prefetch(sorted(prompts.slices))
         scores, boxes = {}, {}
         for z, prompt in sorted(prompts.slices.items()):
             mask[z], scores[z], _, _ = model.predict(z, prompt)
             boxes[z] = None if prompt.box is None else [float(v) for v in prompt.box]
             on_slice(z)
+            on_step(z, mask[z], scores[z], prompt.box)
         return VolumeSegmentation(mask, scores, boxes)
 
     rule = rule or PropagationRule()
@@ -127,9 +135,10 @@ def segment_volume(
     anchors = anchor_prompts(prompts, bounds)
     order = sorted(anchors)
     low, high = bounds.z_range if bounds else (0, depth - 1)
-    model.prefetch(order + [z for z in range(low, high + 1) if z not in anchors] if bounds else order)
+    if prefetch:
+        model.prefetch(order + [z for z in range(low, high + 1) if z not in anchors] if bounds else order)
     margin = rule.margin_px(pixel_spacing)
-    walker = Walker(_model_walker(model, on_slice), rule, margin, bounds)
+    walker = Walker(_model_walker(model, on_slice, prefetch), rule, margin, bounds, on_step)
     walk = Walk({}, {}, {}, {})
     start_boxes: dict[int, np.ndarray | None] = {}
     for z in order:
@@ -140,6 +149,7 @@ def segment_volume(
         start_boxes[z] = _prompt_box(anchors[z], walk.masks[z])
         if start_boxes[z] is not None:
             walk.boxes[z] = start_boxes[z]
+        on_step(z, walk.masks[z], score, start_boxes[z])
     # between anchors: each walks half the gap, boxes within both anchors' boxes
     for a, b in zip(order, order[1:], strict=False):
         both = [box for box in (start_boxes[a], start_boxes[b]) if box is not None]
@@ -174,6 +184,7 @@ def edit_volume(
     prompt: SlicePrompt,
     pixel_spacing: tuple[float, float],
     on_slice: Callable[[int], None] = lambda z: None,
+    on_step: Callable[[int, np.ndarray, float, np.ndarray | None], None] = lambda z, mask, score, box: None,
 ) -> tuple[VolumeSegmentation, list[int]]:
     """Correct slice ``z`` with a new prompt and re-walk outward from it until the new masks agree
     with ``previous`` (Dice >= EDIT_AGREEMENT on two slices in a row). Returns the new segmentation
@@ -197,7 +208,10 @@ def edit_volume(
     def agrees(zz: int, new: np.ndarray) -> bool:
         return dice(new, previous.mask[zz]) >= EDIT_AGREEMENT
 
-    walker = Walker(_model_walker(model, on_slice), rule, rule.margin_px(pixel_spacing), bounds)
+    on_step(z, found, score, start_box)
+    walker = Walker(
+        _model_walker(model, on_slice, False), rule, rule.margin_px(pixel_spacing), bounds, on_step
+    )
     rerun, stops = [z], dict(previous.stops or {})
     for name, end in (("down", low), ("up", high)):
         if end == z:

@@ -28,10 +28,12 @@ class SliceModel:
     def cached_slices(self) -> int:
         return sum(self.is_cached(z) for z in self._keys)
 
-    def prefetch(self, slices) -> int:
+    def prefetch(self, slices, stop=lambda: False) -> int:
         """Encode the slices a walk will need, in the streamer's batches, each once: the walk's
-        next slices are known before their boxes are. Returns how many reached the encoder;
-        without an embedding cache there is nowhere to keep them, so nothing is done."""
+        next slices are known before their boxes are. The model lock is taken per batch, so a
+        prompt waits at most one encoder call; ``stop()`` ends the prefetch between batches.
+        Returns how many slices were handed to the encoder; without an embedding cache there is
+        nowhere to keep them, so nothing is done."""
         cache = self.predictor.cache
         if cache is None:
             return 0
@@ -44,13 +46,19 @@ class SliceModel:
         if not missing:
             return 0
         identity = embedding_identity(self.predictor)
-        stream = SliceStreamer(self.predictor, self.volume_input, indices=missing, cache=cache)
-        with self.lock, stream:
-            for batch in stream:
+        done = 0
+        with SliceStreamer(self.predictor, self.volume_input, indices=missing, cache=cache) as stream:
+            batches = iter(stream)
+            while not stop():
+                with self.lock:
+                    batch = next(batches, None)
+                if batch is None:
+                    break
                 for z in batch.indices:
                     prepared = self.predictor.prepare_image(self.volume_input[z])
                     self._keys[z] = content_key(prepared, identity)
-        return len(missing)
+                done += len(batch.indices)
+        return done
 
     def predict(self, z: int, prompt: SlicePrompt, mask_input: np.ndarray | None = None):
         """(mask H×W bool, predicted IoU, low-res logits, cached) for one slice's prompt.

@@ -8,7 +8,6 @@ with the status the spec declares; the server keeps serving and keeps the connec
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import shutil
@@ -20,13 +19,15 @@ from typing import Annotated, Literal
 import numpy as np
 from fastapi import FastAPI, File, Request, Response, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from samfast.clinical.prompts import SlicePrompt
+from samfast.clinical.propagate import PropagationRule
+from samfast.clinical.rtstruct import ROI_TYPES
 from samfast.clinical.volume import VOLUME_SUFFIXES, load_volume, write_volume_mask
 from samfast.errors import InputError, SamfastError
 from samfast.io.atomic import full_suffix
@@ -38,6 +39,14 @@ from samfast.serve.openapi_links import install as install_links
 from samfast.serve.scratch import Scratch
 from samfast.serve.sessions import SessionNotFound, SessionStore, prompt_slice, undo
 from samfast.serve.sources import check_source, resolve, shorten
+from samfast.serve.walks import (
+    Prefetcher,
+    packed,
+    packed_volume,
+    propagation_prompts,
+    run_edit,
+    stream_propagation,
+)
 
 log = logging.getLogger("samfast.serve")
 Normalize = Literal["auto", "putz", "medsam-mr", "ct-medsam", "ct-ren", "pet", "none"]
@@ -88,6 +97,22 @@ class PromptRequest(BaseModel):
     ) = Field(None, description=f"Clicks [x, y, label]; label 1 fg, 0 bg; at most {MAX_CLICKS}.")
 
 
+class PropagateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    box: Annotated[list[Coordinate], Field(min_length=6, max_length=6)] | None = Field(
+        None,
+        description="3D box x0 y0 z0 x1 y1 z1 in voxel indices; left out: walk from the prompts already "
+        "given on slices (each prompted slice an anchor).",
+    )
+    margin_mm: float = Field(PropagationRule.margin_mm, ge=0, le=50, description="Box margin around a mask.")
+    momentum: float = Field(
+        PropagationRule.momentum, ge=0, le=0.95, description="Share of the previous box kept."
+    )
+    shape_prior: float = Field(
+        PropagationRule.shape_prior, ge=0, le=1, description="Inside a 3D box: 1 ellipsoid, 0 the footprint."
+    )
+
+
 class ExportRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     roi_name: str = Field("SAMFAST", min_length=1, max_length=64)
@@ -96,7 +121,7 @@ class ExportRequest(BaseModel):
         0,
         0,
     ]
-    roi_type: str = Field("GTV", description="RTROIInterpretedType: GTV, CTV, PTV, ORGAN, ...", max_length=16)
+    roi_type: Literal[ROI_TYPES] = Field("GTV", description="RTROIInterpretedType.")  # type: ignore[valid-type]
     send: str | None = Field(
         None, description="AE@HOST:PORT: also C-STORE the RTSTRUCT to this DICOM node.", max_length=200
     )
@@ -131,9 +156,49 @@ class PromptReply(BaseModel):
 
 
 class UndoReply(BaseModel):
-    slice: int
+    slice: int = Field(description="The first slice put back.")
     pixels: int
     mask: PackedMask
+    slices: list[int] = Field(description="Every slice put back (a propagation or an edit is one step).")
+
+
+class SliceRecord(BaseModel):
+    slice: int
+    pixels: int
+    predicted_iou: float
+    box: list[float] | None
+    mask: PackedMask
+
+
+class WalkSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    done: bool = True
+    status: Literal["complete", "cancelled", "error"]
+    detail: str | None = None
+    slices: list[int] | None = None
+    voxels: int | None = None
+    stops: dict[str, str] | None = None
+    elapsed_ms: float
+
+
+class SliceMask(BaseModel):
+    slice: int
+    mask: PackedMask
+
+
+class EditReply(BaseModel):
+    slice: int
+    rerun: list[int] = Field(description="Slices the model ran again.")
+    stops: dict[str, str] | None
+    voxels: int
+    masks: list[SliceMask] = Field(description="Every slice whose mask changed, and the edited one.")
+
+
+class VolumeBits(BaseModel):
+    shape: list[int] = Field(description="z, y, x of the volume")
+    offset: list[int] = Field(description="z, y, x of the mask's bounding box in the volume")
+    box_shape: list[int] = Field(description="z, y, x size of the bounding box (0s for an empty mask)")
+    data: str = Field(description="base64 of gzip of np.packbits of the box's voxels, (z, y, x) order")
 
 
 class Closed(BaseModel):
@@ -145,11 +210,6 @@ class Health(BaseModel):
     status: str
     sessions: int
     cache_bytes: int
-
-
-def _packed(mask: np.ndarray) -> dict:
-    """A mask as rows/columns and base64 of np.packbits (row-major, 1 bit a pixel)."""
-    return {"shape": list(mask.shape), "packbits": base64.b64encode(np.packbits(mask)).decode()}
 
 
 def _slice_prompt(request: PromptRequest) -> SlicePrompt:
@@ -217,13 +277,19 @@ def create_app(
     max_body_bytes: int = 256 * 2**20,
     limits: Limits | None = None,
     scratch_parent: str | Path | None = None,
+    prefetch_slices: int | None = None,
 ) -> FastAPI:
-    """The service over one predictor; ``api_key`` guards every route, the OpenAPI spec included."""
+    """The service over one predictor; ``api_key`` guards every route, the OpenAPI spec included.
+    ``prefetch_slices``: slices encoded each side of a session's last slice while it is idle
+    (None: what the session's cache share holds; 0: off)."""
     if not api_key:
         raise InputError("an API key is required")
     limits = limits or Limits()
     store = SessionStore(predictor, max_sessions, cache_slices)
     scratch = Scratch(scratch_parent)
+    # default: as many slices each side of the user's as the session's cache share holds
+    each_side = max(0, (cache_slices - 2) // 2) if prefetch_slices is None else prefetch_slices
+    prefetcher = Prefetcher(store, each_side)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -232,6 +298,7 @@ def create_app(
         try:
             yield
         finally:  # uvicorn's SIGTERM/SIGINT handling ends here too
+            prefetcher.close()
             store.close_all()
             scratch.close()
 
@@ -319,21 +386,85 @@ def create_app(
         started = time.perf_counter()
         mask, score, cached = prompt_slice(session, request.slice, _slice_prompt(request))
         elapsed = time.perf_counter() - started
+        prefetcher.touch()
         return PromptReply(
             slice=request.slice,
             pixels=int(mask.sum()),
             predicted_iou=score,
             cached=cached,
             elapsed_ms=1e3 * elapsed,
-            mask=_packed(mask),
+            mask=packed(mask),
         )
 
     @app.post("/sessions/{session_id}/undo", responses=_errors(400, 404))
     def undo_last(session_id: str) -> UndoReply:
         """Put back the slice changed last."""
         session = store.get(session_id)
-        z = undo(session)
-        return UndoReply(slice=z, pixels=int(session.mask[z].sum()), mask=_packed(session.mask[z]))
+        slices = undo(session)
+        z = slices[0]
+        return UndoReply(
+            slice=z, pixels=int(session.mask[z].sum()), mask=packed(session.mask[z]), slices=slices
+        )
+
+    def inline(model: type[BaseModel]) -> dict:  # a record type no route returns as JSON
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schema.pop("$defs", None)  # PackedMask: in the spec already (PromptReply)
+        return schema
+
+    ndjson = {
+        "content": {
+            "application/x-ndjson": {"schema": {"oneOf": [inline(SliceRecord), inline(WalkSummary)]}}
+        },
+        "description": "NDJSON, one record a line: a SliceRecord for each slice as the walk keeps it, "
+        "then one WalkSummary (done: true) with the status, the slices, the stop reasons and the rule.",
+    }
+
+    @app.post(
+        "/sessions/{session_id}/propagate",
+        response_class=StreamingResponse,
+        responses={200: ndjson, **_errors(400, 404, 422)},
+    )
+    def propagate(session_id: str, request: PropagateRequest) -> StreamingResponse:
+        """3D: walk from a 3D box, or from the slices already prompted, streaming each slice as it
+        comes. The result is one undo step; a new prompt, propagate, undo or close cancels it."""
+        session = store.get(session_id)
+        prompts = propagation_prompts(session, request.box)  # a bad box is a 400 before the stream
+        rule = PropagationRule(
+            margin_mm=request.margin_mm, momentum=request.momentum, shape_prior=request.shape_prior
+        )
+        prefetcher.touch()
+        return StreamingResponse(
+            stream_propagation(session, prompts, rule), media_type="application/x-ndjson"
+        )
+
+    @app.post("/sessions/{session_id}/edit", responses=_errors(400, 404, 413, 422))
+    def edit(session_id: str, request: PromptRequest) -> EditReply:
+        """Correct one slice of a propagation and re-walk from it until the masks agree with the
+        previous ones (one undo step)."""
+        session = store.get(session_id)
+        depth = session.volume.shape[0]
+        if request.slice >= depth:
+            raise InputError(f"slice {request.slice} is out of range (0 to {depth - 1})")
+        prefetcher.touch()
+        return EditReply(**run_edit(session, request.slice, _slice_prompt(request)))
+
+    @app.get("/sessions/{session_id}/mask/bits", responses=_errors(400, 404, 422))
+    def mask_bits(session_id: str, slice: int | None = None) -> VolumeBits:
+        """The whole mask compactly (cropped to its bounding box, 1 bit a voxel, gzip), or one slice
+        of it (``slice``: that slice only, as a 1-slice box)."""
+        session = store.get(session_id)
+        with session.lock:
+            mask = session.mask.copy()
+        if slice is None:
+            return VolumeBits(**packed_volume(mask))
+        if not 0 <= slice < mask.shape[0]:
+            raise InputError(f"slice {slice} is out of range (0 to {mask.shape[0] - 1})")
+        one = np.zeros_like(mask)
+        one[slice] = mask[slice]
+        bits = packed_volume(one)
+        if not mask[slice].any():
+            bits.update(offset=[slice, 0, 0])
+        return VolumeBits(**bits)
 
     @app.get("/sessions/{session_id}", responses=_errors(404))
     def describe(session_id: str) -> SessionState:

@@ -38,8 +38,29 @@ class Session:
     model: SliceModel
     mask: np.ndarray  # (z, y, x) bool: the current segmentation
     scratch: Path | None = None  # upload folder, removed with the session
+    #: undo steps, each {slice: its mask before the change}: a prompt changes one slice, a
+    #: propagation or an edit many, and each is one step
     history: collections.deque = dataclasses.field(default_factory=collections.deque)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    prompts: dict = dataclasses.field(default_factory=dict)  # slice -> its last SlicePrompt
+    segmentation: object | None = None  # the last propagation's VolumeSegmentation (for edits)
+    last_slice: int | None = None  # where the user works: prefetch encodes around it
+    #: a running propagation or edit holds ``walking``; setting ``cancel`` stops it at its next model call
+    walking: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def stop_walk(self) -> None:
+        """Cancel a running propagation or edit and wait for it to let go (at most one model call)."""
+        self.cancel.set()
+        with self.walking:
+            self.cancel.clear()
+
+    def change(self, masks: dict) -> None:
+        """Apply {slice: new mask} as one undo step."""
+        with self.lock:
+            self.history.append({z: self.mask[z].copy() for z in masks})
+            for z, mask in masks.items():
+                self.mask[z] = mask
 
     def describe(self) -> dict:
         image = self.volume.image
@@ -94,13 +115,21 @@ class SessionStore:
             session = self._sessions.pop(session_id, None)
         if session is None:
             raise SessionNotFound(session_id)
+        session.stop_walk()
         doomed = [session]
         del session  # the last reference goes with the list, before memory is trimmed
         _discard(doomed)
 
+    def sessions(self) -> list[Session]:
+        """The open sessions, the most recently used first."""
+        with self._lock:
+            return list(reversed(self._sessions.values()))
+
     def close_all(self) -> None:
         with self._lock:
             sessions, self._sessions = list(self._sessions.values()), collections.OrderedDict()
+        for session in sessions:
+            session.stop_walk()
         _discard(sessions)
 
     def cache_bytes(self) -> int:
@@ -137,18 +166,21 @@ def prompt_slice(session: Session, z: int, prompt: SlicePrompt) -> tuple[np.ndar
     depth = session.volume.shape[0]
     if not 0 <= z < depth:
         raise InputError(f"slice {z} is out of range (0 to {depth - 1})")
+    session.stop_walk()  # a new prompt replaces a running propagation
     mask, score, _, cached = session.model.predict(z, prompt)
-    with session.lock:
-        session.history.append((z, session.mask[z].copy()))
-        session.mask[z] = mask
+    session.change({z: mask})
+    session.prompts[z], session.last_slice = prompt, z
     return mask, score, cached
 
 
-def undo(session: Session) -> int:
-    """Restore the slice changed last; return its index."""
+def undo(session: Session) -> list[int]:
+    """Restore the slices of the last change (a prompt, a propagation, an edit); return them."""
+    session.stop_walk()
     with session.lock:
         if not session.history:
             raise InputError("nothing to undo")
-        z, previous = session.history.pop()
-        session.mask[z] = previous
-    return z
+        previous = session.history.pop()
+        for z, mask in previous.items():
+            session.mask[z] = mask
+    session.segmentation = None  # the walk's record no longer describes the mask
+    return sorted(previous)
