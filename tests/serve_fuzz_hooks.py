@@ -24,11 +24,11 @@ WIDTH, HEIGHT, DEPTH = (int(n) for n in _reader.Execute().GetSize())
 # which the schema does not spell out.
 ALLOWED_400 = (
     "nothing to undo",
+    "nothing to redo",
     "the mask is empty",
     "nothing to propagate from",
     "an edit re-walks a propagation",
     "ROI name ",
-    "ROI type ",
 )
 SLICE_ROUTES = {("POST", "/sessions/{session_id}/prompt"), ("POST", "/sessions/{session_id}/edit")}
 

@@ -165,6 +165,11 @@ def test_undo_after_a_propagation_restores_the_mask_before_it(server, volume):
     undone = server.post(f"/sessions/{sid}/undo", headers=H).json()
     assert sorted(undone["slices"]) == final["slices"]
     assert np.array_equal(_volume_bits(server.get(f"/sessions/{sid}/mask/bits", headers=H).json()), before)
+    redone = server.post(f"/sessions/{sid}/redo", headers=H)
+    assert redone.status_code == 200 and sorted(redone.json()["slices"]) == final["slices"]
+    assert np.array_equal(_volume_bits(server.get(f"/sessions/{sid}/mask/bits", headers=H).json()), after)
+    nothing = server.post(f"/sessions/{sid}/redo", headers=H)
+    assert nothing.status_code == 400 and nothing.json()["detail"] == "nothing to redo"
 
 
 def test_an_edit_reruns_from_the_corrected_slice_and_is_one_undo_step(server, volume):

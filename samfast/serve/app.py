@@ -37,7 +37,7 @@ from samfast.serve.guard import API_KEY_HEADER, Guard
 from samfast.serve.limits import MAX_CLICKS, MAX_JSON_BYTES, Limits, Refused
 from samfast.serve.openapi_links import install as install_links
 from samfast.serve.scratch import Scratch
-from samfast.serve.sessions import SessionNotFound, SessionStore, prompt_slice, undo
+from samfast.serve.sessions import SessionNotFound, SessionStore, prompt_slice, redo, undo
 from samfast.serve.sources import check_source, resolve, shorten
 from samfast.serve.walks import (
     Prefetcher,
@@ -401,6 +401,16 @@ def create_app(
         """Put back the slice changed last."""
         session = store.get(session_id)
         slices = undo(session)
+        z = slices[0]
+        return UndoReply(
+            slice=z, pixels=int(session.mask[z].sum()), mask=packed(session.mask[z]), slices=slices
+        )
+
+    @app.post("/sessions/{session_id}/redo", responses=_errors(400, 404))
+    def redo_last(session_id: str) -> UndoReply:
+        """Apply again the change undone last (a new prompt, propagation or edit ends redo)."""
+        session = store.get(session_id)
+        slices = redo(session)
         z = slices[0]
         return UndoReply(
             slice=z, pixels=int(session.mask[z].sum()), mask=packed(session.mask[z]), slices=slices

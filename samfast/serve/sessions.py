@@ -41,6 +41,7 @@ class Session:
     #: undo steps, each {slice: its mask before the change}: a prompt changes one slice, a
     #: propagation or an edit many, and each is one step
     history: collections.deque = dataclasses.field(default_factory=collections.deque)
+    redo_steps: list = dataclasses.field(default_factory=list)  # undone steps, the newest last
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     prompts: dict = dataclasses.field(default_factory=dict)  # slice -> its last SlicePrompt
     segmentation: object | None = None  # the last propagation's VolumeSegmentation (for edits)
@@ -59,6 +60,7 @@ class Session:
         """Apply {slice: new mask} as one undo step."""
         with self.lock:
             self.history.append({z: self.mask[z].copy() for z in masks})
+            self.redo_steps.clear()  # a new change ends what could be redone
             for z, mask in masks.items():
                 self.mask[z] = mask
 
@@ -175,12 +177,22 @@ def prompt_slice(session: Session, z: int, prompt: SlicePrompt) -> tuple[np.ndar
 
 def undo(session: Session) -> list[int]:
     """Restore the slices of the last change (a prompt, a propagation, an edit); return them."""
+    return _swap(session, session.history, session.redo_steps, "nothing to undo")
+
+
+def redo(session: Session) -> list[int]:
+    """Apply again the change undone last; return its slices."""
+    return _swap(session, session.redo_steps, session.history, "nothing to redo")
+
+
+def _swap(session: Session, source, target, empty: str) -> list[int]:
     session.stop_walk()
     with session.lock:
-        if not session.history:
-            raise InputError("nothing to undo")
-        previous = session.history.pop()
-        for z, mask in previous.items():
+        if not source:
+            raise InputError(empty)
+        step = source.pop()
+        target.append({z: session.mask[z].copy() for z in step})
+        for z, mask in step.items():
             session.mask[z] = mask
     session.segmentation = None  # the walk's record no longer describes the mask
-    return sorted(previous)
+    return sorted(step)
