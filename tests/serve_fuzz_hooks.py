@@ -55,6 +55,8 @@ def map_case(context, case):
         return case
     if isinstance(case.query, dict) and isinstance(case.query.get("slice"), int | float):
         case.query["slice"] = int(case.query["slice"]) % DEPTH
+    if isinstance(case.query, dict) and isinstance(case.query.get("index"), int | float):
+        case.query["index"] = int(case.query["index"]) % DEPTH  # the image route; DEPTH is the least side
     if not isinstance(body, dict):
         return case
     if route == ("POST", "/sessions") and isinstance(body.get("path"), str) and len(body["path"]) % 5:

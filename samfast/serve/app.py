@@ -39,6 +39,7 @@ from samfast.serve.openapi_links import install as install_links
 from samfast.serve.scratch import Scratch
 from samfast.serve.sessions import SessionNotFound, SessionStore, prompt_slice, redo, undo
 from samfast.serve.sources import check_source, resolve, shorten
+from samfast.serve.viewer import add_viewer_routes, page_paths
 from samfast.serve.walks import (
     Prefetcher,
     packed,
@@ -134,6 +135,7 @@ class SessionInfo(BaseModel):
     origin: list[float]
     direction: list[float]
     dicom: bool
+    description: str = Field(description="The series' SeriesDescription (DICOM), else the file's name.")
     cached_slices: int
 
 
@@ -317,7 +319,7 @@ def create_app(
         api_key=api_key,
         default_limit=MAX_JSON_BYTES,
         body_limits={"/sessions/upload": max_body_bytes},
-        open_paths={("GET", "/docs"), ("HEAD", "/docs"), *asset_paths()},
+        open_paths={("GET", "/docs"), ("HEAD", "/docs"), *asset_paths(), *page_paths()},
         methods=_methods(app),
     )
 
@@ -346,6 +348,7 @@ def create_app(
         return HTMLResponse(docs_html(app.title, app.openapi_url, API_KEY_HEADER))
 
     add_asset_routes(app)  # Swagger UI's files, shipped in the package: /docs works offline
+    add_viewer_routes(app, store, _errors(400, 404, 422))  # the contouring page at / and its image route
 
     @app.get("/health", responses={code: _errors()[code] for code in (401, 500)})
     def health() -> Health:

@@ -64,6 +64,12 @@ class Session:
             for z, mask in masks.items():
                 self.mask[z] = mask
 
+    def description(self) -> str:
+        """What a person calls the series: its SeriesDescription, else the file or folder name."""
+        series = self.volume.series
+        text = str(getattr(series.datasets[0], "SeriesDescription", "") or "") if series is not None else ""
+        return text.strip() or self.volume.path.name
+
     def describe(self) -> dict:
         image = self.volume.image
         return {
@@ -73,6 +79,7 @@ class Session:
             "origin": list(image.GetOrigin()),
             "direction": list(image.GetDirection()),
             "dicom": self.volume.series is not None,
+            "description": self.description(),
             "cached_slices": self.model.cached_slices(),
         }
 
