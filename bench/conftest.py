@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
 from samfast import preprocess
@@ -31,11 +30,24 @@ CASE = "BraTS20_Demo_001"
 CASE_DIR = REPO / "data" / "brats_demo" / CASE
 SLICE = 94  # axial slice through the tumour core
 TUMOUR_CORE = (1, 4)
+DEMO = REPO / "data" / "brats_demo"
 BACKENDS = ("torch", "onnxruntime")
 MODEL = "litemedsam"
 # Embeddings of the two backends must agree this closely before anything is timed.
 EMBEDDING_ATOL = 1e-3
 DEFAULT_THREADS = 2
+
+
+def read_demo(case: str, kind: str) -> np.ndarray:
+    """One demo volume ("t1ce" or "seg") as SimpleITK reads it; from the arrays exported by
+    `make gpu-bundle` when SAMFAST_DEMO_ARRAYS names their folder (a machine without SimpleITK)."""
+    arrays = os.environ.get("SAMFAST_DEMO_ARRAYS")
+    if arrays:
+        with np.load(Path(arrays) / f"{case}.npz") as stored:
+            return stored[kind]
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(DEMO / case / f"{case}_{kind}.nii.gz")))
 
 
 def _load_compare():
@@ -113,8 +125,7 @@ def bench_engine_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def brats_slice() -> tuple[np.ndarray, np.ndarray]:
     """(Putz-normalised axial slice H×W float32, tumour-core mask H×W bool) of the demo case."""
-    t1ce = sitk.GetArrayFromImage(sitk.ReadImage(str(CASE_DIR / f"{CASE}_t1ce.nii.gz")))
-    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(CASE_DIR / f"{CASE}_seg.nii.gz")))
+    t1ce, seg = read_demo(CASE, "t1ce"), read_demo(CASE, "seg")
     # Putz normalisation works on the whole volume, so the slice keeps its relative brightness.
     volume = preprocess.normalize_mr_putz(t1ce.astype(np.float32))
     return volume[SLICE], np.isin(seg[SLICE], TUMOUR_CORE)

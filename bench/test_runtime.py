@@ -19,9 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
-from conftest import CASE, CASE_DIR, TUMOUR_CORE
+from conftest import CASE, TUMOUR_CORE, read_demo
 from naive_putz import putz_slice
 from test_latency import CpuWatch, load_average
 
@@ -108,8 +107,7 @@ def record(benchmark, what: str, stats: dict, watch: CpuWatch | None = None, **e
 @pytest.fixture(scope="module")
 def case() -> tuple[np.ndarray, np.ndarray]:
     """(Putz-normalised t1ce volume z,y,x, tumour-core mask) of the bench's demo case."""
-    t1ce = sitk.GetArrayFromImage(sitk.ReadImage(str(CASE_DIR / f"{CASE}_t1ce.nii.gz")))
-    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(CASE_DIR / f"{CASE}_seg.nii.gz")))
+    t1ce, seg = read_demo(CASE, "t1ce"), read_demo(CASE, "seg")
     return preprocess.normalize_mr_putz(t1ce.astype(np.float32)), np.isin(seg, TUMOUR_CORE)
 
 

@@ -5,16 +5,28 @@ Tests never write into the repository's engines/ folder.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "brats_demo"
 CASES = ("BraTS20_Demo_001", "BraTS20_Demo_002")
 TUMOUR_CORE = (1, 4)
+
+
+def read_demo(case: str, kind: str) -> np.ndarray:
+    """One demo volume ("t1ce" or "seg") as SimpleITK reads it; from the arrays exported by
+    `make gpu-bundle` when SAMFAST_DEMO_ARRAYS names their folder (a machine without SimpleITK)."""
+    arrays = os.environ.get("SAMFAST_DEMO_ARRAYS")
+    if arrays:
+        with np.load(Path(arrays) / f"{case}.npz") as stored:
+            return stored[kind]
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(DEMO / case / f"{case}_{kind}.nii.gz")))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -38,9 +50,7 @@ def samfast_cache(tmp_path_factory) -> Path:
 
 def load_case(case: str) -> tuple[np.ndarray, np.ndarray]:
     """(t1ce volume z,y,x float32, tumour-core mask z,y,x bool) of a shipped demo case."""
-    folder = DEMO / case
-    t1ce = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{case}_t1ce.nii.gz")))
-    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{case}_seg.nii.gz")))
+    t1ce, seg = read_demo(case, "t1ce"), read_demo(case, "seg")
     return t1ce.astype(np.float32), np.isin(seg, TUMOUR_CORE)
 
 

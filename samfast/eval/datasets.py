@@ -12,12 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from samfast.errors import InputError
-from samfast.io import check_same_grid
 from samfast.io.volumes import VOLUME_SUFFIXES as IMAGE_SUFFIXES
-from samfast.io.volumes import read_volume
 
 # BraTS 2020/2021 label the enhancing tumour 4; BraTS 2023 renumbered it 3.
 TARGETS: dict[str, dict[str, tuple[int, ...]]] = {
@@ -206,6 +203,12 @@ def load_case(case: Case, target: str = "tc") -> tuple[np.ndarray, np.ndarray, t
 
     Raises InputError for anything that makes the case unusable, including an empty target.
     """
+    # Finding cases needs no SimpleITK; reading them does (it is absent from a bare GPU machine).
+    import SimpleITK as sitk
+
+    from samfast.io import check_same_grid
+    from samfast.io.volumes import read_volume
+
     image, label = read_volume(case.image)[0], read_volume(case.label)[0]
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{case.case_id}: image must be a 3D scalar volume")

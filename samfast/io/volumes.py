@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import SimpleITK as sitk
+from typing import TYPE_CHECKING
 
 from samfast.errors import InputError
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 #: File suffixes of a 3D volume (in or out); a folder is read as a DICOM series.
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")

