@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from samfast.errors import InputError
 from samfast.eval.metrics import bounding_box
 
 #: predict(z, box) -> (mask H×W bool, predicted IoU)
@@ -53,6 +54,12 @@ class PropagationRule:
     min_score_ratio: float = 0.8
     #: ... and never continue below this absolute predicted IoU.
     min_score: float = 0.6
+
+    def __post_init__(self) -> None:
+        if not (self.margin_mm >= 0 and 0 <= self.momentum < 1 and 0 <= self.shape_prior <= 1):
+            raise InputError("walk rule: need margin_mm >= 0, 0 <= momentum < 1 and 0 <= shape_prior <= 1")
+        if self.min_pixels < 1 or not 0 <= self.min_overlap <= 1:
+            raise InputError("walk rule: need min_pixels >= 1 and 0 <= min_overlap <= 1")
 
     def score_floor(self, start_score: float | None) -> float:
         """The predicted IoU below which the walk stops, given the start slice's predicted IoU."""
