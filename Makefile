@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.samfast-installed
 
-.PHONY: install demo test test-slow lint bench clean csrc csrc-test
+.PHONY: install demo test test-slow lint bench clean csrc csrc-test gpu-bundle
 
 # pip takes torch 2.14.1 / torchvision 0.29.1 from the machine's local wheel store when it has one.
 $(STAMP): pyproject.toml
@@ -50,6 +50,13 @@ csrc-test: csrc
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench/ --benchmark-only --benchmark-json=bench/results/latest.json
 	$(BIN)/python bench/compare.py bench/results/latest.json
+
+# The GPU check's bundle (bench/gpu/, bench/README.md): wheels, LiteMedSAM weights, demo arrays and
+# the scripts, git-ignored, under the 64 MiB a device run carries beside the working tree.
+GPU_BUNDLE ?= build/gpu-bundle
+
+gpu-bundle: $(STAMP)
+	$(BIN)/python bench/gpu/bundle.py $(GPU_BUNDLE)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache engines/*/

@@ -16,7 +16,7 @@ _HOME = {
     "AXES": "images",
     "SliceGeometry": "images",
     "check_same_grid": "images",
-    "find_demo_data": "images",
+    "find_demo_data": "demo",
     "get_slice": "images",
     "read_image": "images",
     "read_slice": "images",

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from samfast.errors import InputError
 from samfast.io.atomic import atomic_path, full_suffix
+from samfast.io.demo import find_demo_data
 from samfast.io.image_budget import check_picture, codec_messages
 from samfast.io.planes import ORDER, plane_view
 
@@ -351,20 +352,3 @@ def check_same_grid(image: sitk.Image, other: sitk.Image, name: str = "label") -
                 f"{name} {what.lower()} {tuple(round(v, 4) for v in theirs)} differs from "
                 f"the image's {tuple(round(v, 4) for v in ours)}"
             )
-
-
-def find_demo_data() -> Path:
-    """The BraTS demo data folder: $SAMFAST_DEMO_DATA if set, else the repo's data/brats_demo."""
-    override = os.environ.get("SAMFAST_DEMO_DATA")
-    if override:
-        folder = Path(override).expanduser()
-        if not folder.is_dir():
-            raise InputError(f"SAMFAST_DEMO_DATA={override} is not a folder")
-        return folder
-    folder = Path(__file__).resolve().parents[2] / "data" / "brats_demo"
-    if not folder.is_dir():
-        raise InputError(
-            f"demo data not found: expected {folder} (a samfast source checkout ships it; "
-            "or set SAMFAST_DEMO_DATA to its folder)"
-        )
-    return folder
