@@ -114,9 +114,22 @@ class PropagateRequest(BaseModel):
     )
 
 
+# What check_roi_name refuses, as far as a pattern can say it (its 64-byte UTF-8 bound cannot be):
+# no backslash, control character or line/paragraph separator anywhere, no whitespace at either end.
+_NAME_CHAR = r"\\\x00-\x1f\x7f-\x9f" + "\u2028\u2029"
+ROI_NAME_PATTERN = rf"^[^\s{_NAME_CHAR}]([^{_NAME_CHAR}]*[^\s{_NAME_CHAR}])?$"
+
+
 class ExportRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    roi_name: str = Field("SAMFAST", min_length=1, max_length=64)
+    roi_name: str = Field(
+        "SAMFAST",
+        min_length=1,
+        max_length=64,
+        pattern=ROI_NAME_PATTERN,
+        description="Up to 64 characters and 64 bytes of UTF-8 (DICOM LO); no backslash, no control "
+        "characters, no leading or trailing spaces.",
+    )
     color: Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)] = [
         255,
         0,
