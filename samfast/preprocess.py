@@ -222,7 +222,7 @@ def _resample(array: np.ndarray, axis: int, n_out: int, antialias: bool) -> np.n
     Elementwise numpy, not a matrix product: BLAS (OpenBLAS's sgemm) blocks its sums differently
     with its thread count, so the same slice came out a few float32 ulps apart in a 1-thread Ray
     worker (Ray sets OMP_NUM_THREADS=1) and a 2-thread process, and the decoder's predicted IoUs
-    followed in their 6th decimal (issue 16). Here the order of every sum is fixed by the taps,
+    followed in their 6th decimal. Here the order of every sum is fixed by the taps,
     whatever the threads, the machine or the batch."""
     index, weights = interpolation_taps(array.shape[axis], n_out, antialias)
     if index.shape[1] <= 2:
@@ -263,8 +263,8 @@ def resize_longest_side(image: np.ndarray, target_length: int) -> np.ndarray:
     if arr.ndim not in (2, 3):
         raise ValueError(f"expected H x W or H x W x C image, got shape {arr.shape}")
     # ResizeLongestSide.apply_image_torch sizes its output from shape[0], shape[1] of a BCHW
-    # tensor, i.e. batch and channels (segment-anything issue #218), so we reuse its size rule and
-    # interpolation settings rather than the method itself.
+    # tensor, i.e. batch and channels (github.com/facebookresearch/segment-anything/issues/218),
+    # so we reuse its size rule and interpolation settings rather than the method itself.
     size = preprocess_shape(arr.shape[:2], target_length)
     if arr.ndim == 2:
         return resize_bilinear(arr, size, antialias=True)

@@ -1,10 +1,10 @@
-"""The evaluation engine against rows recorded from the engine of commit 5f0ae9a (the per-slice loop).
+"""The evaluation engine against rows recorded from a plain per-slice loop (one slice, one step at a time).
 
 Recorded with ``samfast bench brats`` (onnxruntime, LiteMedSAM, the two demo cases, --compare off):
-- engine_5f0ae9a_seed0: --protocol all --slices-per-case 3 --seed 0
-- engine_5f0ae9a_seed2_feed_suggested: --protocol all --slices-per-case 2 --seed 2 --feed-logits
-  --follow suggested
-Issue 19's bar: points and boxes identical; predicted and true IoUs within 1e-3 on >= 99.5 % of masks.
+- reference_rows_per_slice_loop_seed0: --protocol all --slices-per-case 3 --seed 0
+- reference_rows_per_slice_loop_seed2_feed_logits_follow_suggested: --protocol all --slices-per-case 2
+  --seed 2 --feed-logits --follow suggested
+The bar: points and boxes identical; predicted and true IoUs within 1e-3 on >= 99.5 % of masks.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from samfast.cli import app
 FIXTURES = Path(__file__).parent / "fixtures"
 # fixture -> (the run's options, the cases it covers; the second run checks one case, to stay lean)
 RUNS = {
-    "engine_5f0ae9a_seed0": (("--slices-per-case", "3", "--seed", "0"), CASES),
-    "engine_5f0ae9a_seed2_feed_suggested": (
+    "reference_rows_per_slice_loop_seed0": (("--slices-per-case", "3", "--seed", "0"), CASES),
+    "reference_rows_per_slice_loop_seed2_feed_logits_follow_suggested": (
         ("--slices-per-case", "2", "--seed", "2", "--feed-logits", "--follow", "suggested", "--cases", "1"),
         CASES[:1],
     ),

@@ -1,9 +1,9 @@
-"""The numbers of a slice do not depend on how many threads computed them (issue 16).
+"""The numbers of a slice do not depend on how many threads computed them.
 
 A Ray worker runs with one intra-op thread and OMP_NUM_THREADS=1 (which OpenBLAS obeys); a single
 process runs with every core. The step and slice rows must be identical all the same, so each
 computation on the ONNX Runtime path is pinned here at 1 and 2 threads, bitwise: the image geometry
-in numpy (where OpenBLAS's sgemm used to change its sums with its thread count) and the exported
+in numpy (where OpenBLAS's sgemm would change its sums with its thread count) and the exported
 encoder and split decoder.
 """
 

@@ -140,7 +140,7 @@ typedef struct samfast_output {
   int n_masks;             /* written by samfast_predict: 1 or 3 */
 } samfast_output;
 
-/* Library version string, e.g. "0.1.0". */
+/* Library version string: SAMFAST_VERSION, the version of this header (see csrc/README.md, ABI policy). */
 SAMFAST_API const char* samfast_version(void);
 
 /* Name of a status code, e.g. "SAMFAST_ERR_MANIFEST". */

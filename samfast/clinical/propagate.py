@@ -1,7 +1,7 @@
 """Slice propagation: from a prompted slice, walk to the neighbours, each slice prompted with a box
 made from the previous slice's mask.
 
-The rule (``PropagationRule``; docs/segment-and-serve.md, "3D from one prompt", gives the figures):
+The rule (``PropagationRule``; docs/clinical.md, "3D from one prompt", gives the figures):
 - the next slice's box is ``momentum`` × the previous slice's box + (1 − ``momentum``) × (bounding box
   of the previous slice's mask + ``margin_mm`` on every side, converted per axis, at least 1 pixel).
   The model's masks run a little inside the structure, so a box made from the mask alone shrinks
