@@ -71,7 +71,7 @@ def test_stateful_fuzz_reaches_live_sessions(served):
     command = [
         sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
         f"{served['url']}/openapi.json", "-H", f"X-API-Key: {KEY}", "--checks", "all",
-        "--phases", "examples,coverage,fuzzing,stateful", "--seed", "1", "--max-examples", "10",
+        "--phases", "examples,coverage,fuzzing,stateful", "--seed", "1", "--max-examples", "20",
         "--workers", "1", "--report", "json,har", "--report-dir", str(reports),
     ]  # fmt: skip
     env = {**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS), "SAMFAST_FUZZ_VOLUME": str(served["series"])}

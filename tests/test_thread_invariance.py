@@ -65,9 +65,9 @@ def test_image_geometry_is_bitwise_the_same_with_one_and_two_blas_threads(demo_c
     assert one["outputs"] == two["outputs"]
     # The premise that makes this a test of thread-count invariance: with these shapes OpenBLAS
     # sums differently at 2 threads (the cause of the 6th-decimal drift in predicted IoUs between
-    # a Ray worker and one process). Which kernel OpenBLAS picks depends on the CPU: on AMD Zen 4
-    # the sums differ, on Intel Xeon with AMX they are the same, and there the comparison above
-    # could not have failed, which is said rather than claimed as a pass.
+    # a Ray worker and one process). Whether they differ depends on the kernel OpenBLAS picks for
+    # the CPU (and OPENBLAS_CORETYPE, where the machine sets it): where the sums are the same, the
+    # comparison above could not have failed, which is said rather than claimed as a pass.
     if one["control"] == two["control"]:
         pytest.skip(
             "this CPU's OpenBLAS sums the control product identically at 1 and 2 threads, so a "
