@@ -25,18 +25,22 @@ class Refused(InputError):
         self.status = status
 
 
+MASK_COPIES = 4  # bool masks of the whole volume a session may hold at once (session_cost)
+
+
 @dataclasses.dataclass(frozen=True)
 class Limits:
     max_voxels: int = 512 * 512 * 1000  # a clinical CT: 1000 slices of 512 x 512
-    session_bytes: int = 4 * 2**30  # image + model input (float32) + mask, per session
+    session_bytes: int = 4 * 2**30  # image + model input (float32) + masks, per session
     max_folder_entries: int = 4096  # a DICOM series folder: files and sub-folders scanned at most
     max_slice_side: int = 4096  # the encoder resizes each slice; larger ones cost time under the lock
     allow_roots: tuple[Path, ...] = ()  # empty: any path the server's user can read
 
     def session_cost(self, header: ImageHeader, dicom: bool = False) -> int:
-        """Bytes a session holds: the image, its float32 model input, the bool mask, and for DICOM
+        """Bytes a session holds: the image, its float32 model input, four bool masks (the mask, the
+        last 3D walk's record kept for edits, and a whole-volume undo and redo step), and for DICOM
         the datasets' own copy of the pixels (kept for RTSTRUCT/SEG export)."""
-        return header.voxels * (header.pixel_bytes * (2 if dicom else 1) + 4 + 1)
+        return header.voxels * (header.pixel_bytes * (2 if dicom else 1) + 4 + MASK_COPIES)
 
     def check_volume(self, name: str, header: ImageHeader, dicom: bool = False) -> None:
         """Refuse (413) a volume whose session would exceed the memory budget or whose slices are huge."""
