@@ -30,7 +30,7 @@ from samfast.errors import InputError, SamfastError
 log = logging.getLogger("samfast.serve")
 _END = object()
 #: Seconds a session must be quiet before prefetch starts: a burst of clicks is not slowed by it.
-PREFETCH_IDLE_S = 0.3
+PREFETCH_IDLE_S = 0.1
 
 
 class Cancelled(Exception):
