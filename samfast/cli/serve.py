@@ -59,7 +59,7 @@ def serve(
         typer.Option(
             "--prefetch",
             help="Slices encoded each side of a session's last slice while it is idle "
-            "(default: what --cache-slices holds, (N - 2) / 2; 0: off).",
+            "(default 2, within --cache-slices; 0: off).",
         ),
     ] = None,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", help="Largest upload body.")] = 256.0,

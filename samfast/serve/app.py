@@ -41,6 +41,7 @@ from samfast.serve.sessions import SessionNotFound, SessionStore, prompt_slice, 
 from samfast.serve.sources import check_source, resolve, shorten
 from samfast.serve.viewer import add_viewer_routes, page_paths
 from samfast.serve.walks import (
+    PREFETCH_EACH_SIDE,
     Prefetcher,
     packed,
     packed_volume,
@@ -302,8 +303,14 @@ def create_app(
     limits = limits or Limits()
     store = SessionStore(predictor, max_sessions, cache_slices)
     scratch = Scratch(scratch_parent)
-    # default: as many slices each side of the user's as the session's cache share holds
-    each_side = max(0, (cache_slices - 2) // 2) if prefetch_slices is None else prefetch_slices
+    # default: two slices each side (within the session's cache share): four encoder calls end
+    # within a planner's 2-s pause at bf16 on two cores; a wider ring would still be encoding when
+    # the next prompt comes, and that prompt waits for the call in flight
+    each_side = (
+        min(PREFETCH_EACH_SIDE, max(0, (cache_slices - 2) // 2))
+        if prefetch_slices is None
+        else prefetch_slices
+    )
     prefetcher = Prefetcher(store, each_side)
 
     @contextlib.asynccontextmanager

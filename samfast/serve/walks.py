@@ -31,6 +31,8 @@ log = logging.getLogger("samfast.serve")
 _END = object()
 #: Seconds a session must be quiet before prefetch starts: a burst of clicks is not slowed by it.
 PREFETCH_IDLE_S = 0.1
+#: Default slices encoded each side of the user's slice (serve --prefetch).
+PREFETCH_EACH_SIDE = 2
 
 
 class Cancelled(Exception):
