@@ -8,9 +8,7 @@ import http.client
 import io
 import json
 import logging
-import socket
 import statistics
-import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +18,8 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-import uvicorn
 from dicom_fixtures import build_series, tumour_crop
+from serve_fixtures import serve_in_thread
 
 from samfast import Predictor
 from samfast.clinical.prompts import SlicePrompt
@@ -58,20 +56,9 @@ def server(predictor):
     def boom():  # stands for a bug in a handler
         raise RuntimeError("deliberate failure\nwith a second line")
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    runner = uvicorn.Server(uvicorn.Config(app, log_level="critical"))
-    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not runner.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert runner.started
-    with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=120) as client:
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=120) as client:
         client.app_state = app.state  # the tests read the store's lock from here
         yield client
-    runner.should_exit = True
-    thread.join(10)
 
 
 H = {"X-API-Key": KEY}

@@ -5,9 +5,9 @@ edits, the compact mask encoding and idle-time prefetch. The real LiteMedSAM pre
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
-import socket
 import threading
 import time
 
@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import uvicorn
 from dicom_fixtures import tumour_crop
+from serve_fixtures import serve_in_thread
 from typer.testing import CliRunner
 
 from samfast import Predictor
@@ -56,29 +56,18 @@ def volume(tmp_path_factory):
     return path, [x0, y0, float(zs[0]), x1, y1, float(zs[-1])], core
 
 
+@contextlib.contextmanager
 def _serve(predictor, **options):
     app = create_app(predictor, KEY, max_sessions=2, cache_slices=16, **options)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    runner = uvicorn.Server(uvicorn.Config(app, log_level="critical"))
-    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not runner.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert runner.started
-    client = httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=120)
-    client.store = app.state.store
-    return client, runner, thread
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=120) as client:
+        client.store = app.state.store
+        yield client
 
 
 @pytest.fixture(scope="module")
 def server(predictor):
-    client, runner, thread = _serve(predictor, prefetch_slices=0)  # no prefetch: encoder calls are the walk's
-    yield client
-    client.close()
-    runner.should_exit = True
-    thread.join(10)
+    with _serve(predictor, prefetch_slices=0) as client:  # no prefetch: encoder calls are the walk's
+        yield client
 
 
 def _open(server, path) -> str:
@@ -266,8 +255,7 @@ def test_bad_propagations_are_a_4xx_with_one_line(server, volume):
 
 def test_idle_prefetch_encodes_the_neighbours_of_the_last_prompted_slice(predictor, volume):
     path, box, _ = volume
-    client, runner, thread = _serve(predictor, prefetch_slices=2)
-    try:
+    with _serve(predictor, prefetch_slices=2) as client:
         sid = _open(client, path)
         z = int((box[2] + box[5]) // 2)
         client.post(
@@ -283,7 +271,3 @@ def test_idle_prefetch_encodes_the_neighbours_of_the_last_prompted_slice(predict
             f"/sessions/{sid}/prompt", json={"slice": z + 1, "box": [10, 10, 60, 60]}, headers=H
         )
         assert reply.json()["cached"] is True
-    finally:
-        client.close()
-        runner.should_exit = True
-        thread.join(10)

@@ -6,17 +6,15 @@ bomb through the upload route, with the server's RSS sampled while it is refused
 
 from __future__ import annotations
 
-import os
 import selectors
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from serve_fixtures import serve_process
 from test_image_budget import write_png
 
 KEY = "connections-key-0123456789abcdef"
@@ -26,44 +24,13 @@ SLACK = 3.0  # scheduling on a loaded 2-core machine
 RSS_BOUND = 300 * 2**20
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("connections")
-    key_file = base / "key"
-    key_file.write_text(KEY + "\n")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "SAMFAST_API_KEY"}
-    env.update(TMPDIR=str(base), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    command = [sys.executable, "-m", "samfast", "serve", "--port", str(port), "--api-key-file", str(key_file)]
-    command += ["--header-timeout", str(HEADER_TIMEOUT), "--body-timeout", str(BODY_TIMEOUT)]
-    command += ["--keep-alive-timeout", "1", "--max-connections", str(MAX_CONNECTIONS)]
-    log_path = base / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log_path.read_text()[-2000:]
-        try:
-            if httpx.get(f"{url}/health", headers=H, timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        raise AssertionError("server did not start")
-    yield {"url": url, "port": port, "process": process, "log": log_path, "base": base}
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    options = ["--header-timeout", str(HEADER_TIMEOUT), "--body-timeout", str(BODY_TIMEOUT)]
+    options += ["--keep-alive-timeout", "1", "--max-connections", str(MAX_CONNECTIONS)]
+    with serve_process(base, KEY, *options) as served:
+        yield {**served, "base": base}
 
 
 def _connect(port: int) -> socket.socket:

@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from serve_fixtures import serve_process
 
 KEY = "docs-key-0123456789abcdef"
 H = {"X-API-Key": KEY}
@@ -32,42 +27,10 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("docs")
-    key_file = base / "key"
-    key_file.write_text(KEY + "\n")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "SAMFAST_API_KEY"}
-    env.update(TMPDIR=str(base), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    command = [sys.executable, "-m", "samfast", "serve", "--port", str(port), "--api-key-file", str(key_file)]
-    log_path = base / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log_path.read_text()[-2000:]
-        try:
-            if httpx.get(f"{url}/health", headers=H, timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        raise AssertionError("server did not start")
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    with serve_process(tmp_path_factory.mktemp("docs"), KEY) as served:
+        yield served["url"]
 
 
 def test_swagger_files_are_served_without_the_key_cached_and_outside_the_spec(server):

@@ -10,16 +10,13 @@ from __future__ import annotations
 import collections
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 from dicom_fixtures import build_series, tumour_crop
+from serve_fixtures import serve_in_thread
 
 from samfast import Predictor
 from samfast.serve.app import create_app
@@ -37,18 +34,8 @@ def served(tmp_path_factory):
     series = build_series(tumour_crop("BraTS20_Demo_002", slices=8, size=64)[0], data / "series")
     predictor = Predictor("tiny_vit_test", backend="onnxruntime", random_weights=True, log=lambda m: None)
     app = create_app(predictor, KEY, max_sessions=4, cache_slices=8, limits=Limits(allow_roots=(data,)))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    runner = uvicorn.Server(uvicorn.Config(app, log_level="critical"))
-    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not runner.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert runner.started
-    yield {"base": base, "series": series, "url": f"http://127.0.0.1:{sock.getsockname()[1]}"}
-    runner.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app) as url:
+        yield {"base": base, "series": series, "url": url}
 
 
 def _route(url: str) -> str:

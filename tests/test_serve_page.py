@@ -11,10 +11,7 @@ from __future__ import annotations
 import base64
 import gzip
 import io
-import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +21,8 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from conftest import TUMOUR_CORE
-from dicom_fixtures import build_series, dciodvfy_errors, free_port, plastimatch_masks, tumour_crop
+from dicom_fixtures import build_series, dciodvfy_errors, plastimatch_masks, tumour_crop
+from serve_fixtures import serve_process
 from test_serve_docs_offline import _away, _browser, _requests, needs_chromium
 
 from samfast.eval.metrics import bounding_box, dice
@@ -42,37 +40,10 @@ def served(tmp_path_factory):
     image, label = tumour_crop("BraTS20_Demo_002", slices=SLICES, size=SIZE)
     series = build_series(image, data / "series")
     (data / "junk.nii.gz").write_bytes(b"not a volume at all")
-    key_file = base / "key"
-    key_file.write_text(KEY + "\n")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "SAMFAST_API_KEY"}
-    env.update(TMPDIR=str(base), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    command = [
-        sys.executable, "-m", "samfast", "serve", "--port", str(port), "--api-key-file", str(key_file),
-        "--allow-root", str(data), "--backend", "onnxruntime", "--prefetch", "2",
-    ]  # fmt: skip
-    log_path = base / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log_path.read_text()[-2000:]
-        try:
-            if httpx.get(f"{url}/health", headers=H, timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        raise AssertionError("server did not start")
     core = np.isin(sitk.GetArrayFromImage(label), TUMOUR_CORE)
-    yield {"url": url, "base": base, "data": data, "series": series, "core": core}
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    options = ["--allow-root", str(data), "--backend", "onnxruntime", "--prefetch", "2"]
+    with serve_process(base, KEY, *options) as server:
+        yield {"url": server["url"], "base": base, "data": data, "series": series, "core": core}
 
 
 def test_page_and_its_files_are_served_without_the_key_and_the_image_route_with_it(served):
