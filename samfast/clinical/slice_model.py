@@ -37,7 +37,6 @@ class SliceModel:
         cache = self.predictor.cache
         if cache is None:
             return 0
-        from samfast.runtime.embedding_cache import content_key, embedding_identity
         from samfast.runtime.streaming import SliceStreamer
 
         # no more than the cache holds: prefetching past it would evict the walk's own next slices
@@ -45,7 +44,6 @@ class SliceModel:
         missing = [int(z) for z in dict.fromkeys(slices) if not self.is_cached(z)][: max(0, fits - 1)]
         if not missing:
             return 0
-        identity = embedding_identity(self.predictor)
         done = 0
         with SliceStreamer(self.predictor, self.volume_input, indices=missing, cache=cache) as stream:
             batches = iter(stream)
@@ -54,9 +52,7 @@ class SliceModel:
                     batch = next(batches, None)
                 if batch is None:
                     break
-                for z in batch.indices:
-                    prepared = self.predictor.prepare_image(self.volume_input[z])
-                    self._keys[z] = content_key(prepared, identity)
+                self._keys.update(zip(batch.indices, batch.keys, strict=True))
                 done += len(batch.indices)
         return done
 

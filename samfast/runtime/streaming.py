@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from samfast.io.planes import PLANES, plane_view
-from samfast.runtime.embedding_cache import EmbeddingCache, embedding_identity, encode_cached
+from samfast.runtime.embedding_cache import EmbeddingCache, content_key, embedding_identity, encode_cached
 
 _END = object()
 # Encoder batch sizes chosen when none is given. The CPU gains nothing from batching slices
@@ -31,6 +31,7 @@ class SliceBatch:
     original_size: tuple[int, int]  # (H, W) of every slice in this plane
     others: list[np.ndarray] = field(default_factory=list)  # the same slices on each of ``others``
     encode_ms: list[float | None] = field(default_factory=list)  # per encoder (primary first)
+    keys: list[str] | None = None  # with a cache: each slice's content key in it (row order)
 
 
 def auto_batch_size(predictor) -> int:
@@ -157,8 +158,8 @@ class SliceStreamer:
         try:
             cuda = self._on_cuda() and not self.others
             batches = self._cuda_batches() if cuda else self._cpu_batches()
-            for indices, embeddings, times in batches:
-                yield SliceBatch(indices, embeddings[0], original_size, embeddings[1:], times)
+            for indices, embeddings, times, keys in batches:
+                yield SliceBatch(indices, embeddings[0], original_size, embeddings[1:], times, keys)
         finally:
             self.cancel()
 
@@ -173,13 +174,15 @@ class SliceStreamer:
             chunk, buffer_id = item
             prepared = self._buffers[buffer_id][: len(chunk)]
             outs, times = [], []
+            # the cache's keys, computed once here: the caller gets them with the batch
+            keys = None if self.cache is None else [content_key(p, self._identity) for p in prepared]
             for n, predictor in enumerate([self.predictor, *self.others]):
                 started = time.perf_counter()
-                cache, identity = (self.cache, self._identity) if n == 0 else (None, {})
-                outs.append(encode_cached(predictor.backend, prepared, cache, identity))
+                cache, identity, known = (self.cache, self._identity, keys) if n == 0 else (None, {}, None)
+                outs.append(encode_cached(predictor.backend, prepared, cache, identity, known))
                 times.append(1e3 * (time.perf_counter() - started))
             self._free.put(buffer_id)  # encode_cached copied what it needs out of the buffer
-            yield chunk, outs, times
+            yield chunk, outs, times, keys
 
     def _cuda_batches(self):
         """Copy batch k+1 to the GPU on a side stream while batch k computes, then read k back.
@@ -216,13 +219,13 @@ class SliceStreamer:
             done[slot] = torch.cuda.Event()
             done[slot].record(compute)
             if pending is not None:
-                yield pending[0], [pending[1].float().cpu().numpy()], [None]  # waits for batch k-1 only
+                yield pending[0], [pending[1].float().cpu().numpy()], [None], None  # waits for batch k-1 only
             copied.synchronize()
             self._free.put(buffer_id)  # host buffer reusable once its copy finished
             pending = (chunk, output)
             k += 1
         if pending is not None:
-            yield pending[0], [pending[1].float().cpu().numpy()], [None]
+            yield pending[0], [pending[1].float().cpu().numpy()], [None], None
 
     def cancel(self) -> None:
         """Stop the worker, drop batches in flight and free every staging buffer."""
