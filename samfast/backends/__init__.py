@@ -1,4 +1,5 @@
-"""Backends behind one protocol (encode / decode / describe), created by name.
+"""Backends behind one contract (samfast.backends.base.Backend: info, encode, decode, decode_rows,
+release, describe), created by name.
 
 Each backend module is imported only when asked for, so TensorRT or onnxruntime stay optional.
 Creating a backend never exports: a missing set raises samfast.artifacts.layout.MissingSet, and
@@ -12,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from samfast.artifacts.layout import BACKEND_FORMATS, find_set
-from samfast.backends.base import Backend, Prompts
+from samfast.backends.base import Backend, BackendInfo, Prompts
 from samfast.errors import InputError
 from samfast.models import WeightsInfo, get_spec
 
-__all__ = ["BACKENDS", "Backend", "Prompts", "backend_status", "create_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendInfo", "Prompts", "backend_status", "create_backend"]
 
 BACKENDS = ("torch", *BACKEND_FORMATS)
 
@@ -28,12 +29,13 @@ def create_backend(
     device: str = "cpu",
     precision: str = "fp32",
     engine_dir: Path | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     threads: int | None = None,
 ) -> Backend:
     """``threads`` sets ONNX Runtime's intra-op pool; torch's pool is process-wide
     (torch.set_num_threads), so it is left to the caller. Raises MissingSet when the set this
-    backend runs is not in ``engine_dir`` (or is stale)."""
+    backend runs is not in ``engine_dir`` (or is stale). ``log`` is for whoever builds that set
+    (samfast.runtime.sets); opening a set says nothing."""
     spec = get_spec(model_name)
     if name == "torch":
         from samfast.backends.torch_backend import TorchBackend

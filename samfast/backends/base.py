@@ -1,10 +1,12 @@
-"""The one small protocol every backend implements: encode slices, decode prompt batches.
+"""The one contract every backend keeps: encode slices, decode prompt sets, say what it is.
 
 Backends know nothing about images or protocols: they take arrays already in the model's frame.
+What a backend can do is stated in its ``info`` (a BackendInfo), never discovered by probing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -31,6 +33,16 @@ class Prompts:
                 return int(value.shape[0])
         return 0
 
+    def take(self, part: slice) -> Prompts:
+        """Rows ``part`` of every field."""
+
+        def take(value):
+            return None if value is None else value[part]
+
+        return Prompts(
+            take(self.point_coords), take(self.point_labels), take(self.boxes), take(self.mask_input)
+        )
+
     def to_sam_onnx(self, low_res_size: int) -> dict[str, np.ndarray]:
         """segment-anything's ONNX convention: box corners are points labelled 2 and 3, and a
         padding point (label -1) stands in for a missing box. The PyTorch prompt encoder adds that
@@ -54,43 +66,68 @@ class Prompts:
         }
 
 
+@dataclass(frozen=True)
+class BackendInfo:
+    """What a backend is and can do, fixed when it is made (the C++ Backend's name / device /
+    precision, plus the abilities the Python runtime plans with)."""
+
+    name: str  # "torch", "onnxruntime", ...
+    device: str  # "cpu", "cuda:0", "tensorrt" (ONNX Runtime's execution provider)
+    precision: str  # "fp32", "bf16", "fp16"
+    split_decoder: bool = False  # decode() answers clicks from a kept image state of the embedding
+    batched_rows: bool = False  # decode_rows() runs all rows in one decoder call
+    device_tensors: bool = False  # encode_tensor(): device tensor in and out (torch on CUDA)
+    releases_graphs: bool = False  # release() hands graphs' memory back (they reopen on next use)
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+
 @runtime_checkable
 class Backend(Protocol):
     name: str
+    info: BackendInfo
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """(B, 3, S, S) float32 normalised slices -> (B, C, h, w) embeddings."""
 
     def decode(self, embedding: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
         """(1, C, h, w) embedding + B prompt sets -> (B, 4, L, L) low-res logits of all mask
-        tokens and (B, 4) predicted IoUs, float32."""
+        tokens and (B, 4) predicted IoUs, float32; the backend's fastest exact path (a person's
+        click: with a split decoder, the embedding's image state is kept for the next one)."""
+
+    def decode_rows(
+        self, embeddings: np.ndarray, rows: Sequence[int], prompts: Prompts
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Prompt set i against ``embeddings[rows[i]]`` (a program stepping many slices at once),
+        with ``decode``'s outputs."""
+
+    def release(self, *graphs: str) -> None:
+        """Hand back the memory of the named graphs (all when none is named) where
+        ``info.releases_graphs``; a no-op elsewhere."""
 
     def describe(self) -> dict:
         """Backend name, device, precision, versions: written into reports."""
 
 
-@runtime_checkable
-class SplitDecoder(Protocol):
-    """Optional: a backend whose decoder is split at the prompt (samfast.export.split_decoder).
-    ``image_state`` runs once per embedding; ``decode_state`` answers prompts without a mask input
-    from it, with the same outputs as ``decode``."""
-
-    splits_decoder: bool
-
-    def image_state(self, embeddings: np.ndarray) -> dict[str, np.ndarray]: ...
-
-    def decode_state(
-        self, state: dict[str, np.ndarray], prompts: Prompts
-    ) -> tuple[np.ndarray, np.ndarray]: ...
+def info_fields(info: BackendInfo) -> dict:
+    """The description every backend's describe() starts with."""
+    return {"backend": info.name, "device": info.device, "precision": info.precision}
 
 
-def splits_decoder(backend) -> bool:
-    return isinstance(backend, SplitDecoder) and bool(backend.splits_decoder)
+def decode_each_row(
+    decode: Callable[[np.ndarray, Prompts], tuple[np.ndarray, np.ndarray]],
+    embeddings: np.ndarray,
+    rows: Sequence[int],
+    prompts: Prompts,
+) -> tuple[np.ndarray, np.ndarray]:
+    """decode_rows as one ``decode`` call per row: the exported graphs repeat one embedding over
+    the prompt batch, and on the CPU decoder time grows with the batch anyway."""
+    outs = [decode(embeddings[r : r + 1], prompts.take(slice(n, n + 1))) for n, r in enumerate(rows)]
+    return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
 
 
-def release(backend, *graphs: str) -> None:
-    """Hand back the memory of a backend's named graphs (all when none is named) if it holds them
-    in sessions it can reopen (ONNX Runtime, OpenVINO); other backends keep their modules."""
-    close = getattr(backend, "release", None)
-    if close is not None:
-        close(*graphs)
+def splits_decoder(backend: Backend) -> bool:
+    """Whether ``backend`` answers clicks from a kept image state (its info says so)."""
+    return backend.info.split_decoder

@@ -1,8 +1,8 @@
 """ONNX Runtime backend over the project's own exported encoder/decoder graphs.
 
 CPU provider by default; CUDA or TensorRT execution providers when onnxruntime-gpu offers them.
-Besides the SamOnnxModel-style decoder, sets hold the decoder split at the prompt (image side once
-per embedding, prompt side per click): ``image_state`` + ``decode_state``.
+The common work (prompt convention, split decoder, image states, rows, release) is ExportedSetBackend's;
+this module opens the graphs as ONNX Runtime sessions.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from samfast.backends.base import Prompts
+from samfast.backends.base import info_fields
+from samfast.backends.exported_set import ExportedSetBackend
 from samfast.errors import InputError
 
 _DEVICE_PROVIDERS = {
@@ -49,7 +50,7 @@ def session_options(threads: int | None = None):
     return options
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(ExportedSetBackend):
     name = "onnxruntime"
 
     def __init__(
@@ -70,35 +71,23 @@ class OnnxRuntimeBackend:
         wanted = _DEVICE_PROVIDERS[kind]
         if wanted[0] not in ort.get_available_providers():
             raise InputError(f"{wanted[0]} is not available (install the gpu extra: onnxruntime-gpu)")
+        super().__init__(folder, low_res_size, device, precision)
         self._options = session_options(threads)
-        self.folder = Path(folder)
-        self.low_res_size = low_res_size
-        self.device = device
-        self.precision = precision
         self.providers = wanted
         self._ort_version = ort.__version__
-        self._sessions: dict[str, object] = {}
-        # Whether this set has the split decoder graphs (sets exported before it do not); looked
-        # up once, not on every click.
-        self.splits_decoder = all(
-            (self.folder / f"{name}.onnx").is_file() for name in ("decoder_image", "decoder_prompt")
-        )
 
     def _session(self, name: str):
         """Each graph's session opens on first use: a decoder-only user never holds the encoder.
         (find_set has checked every file against its sha256 before a backend gets the folder.)"""
-        if name not in self._sessions:
+        if name not in self._graphs:
             import onnxruntime as ort
 
             path = self.folder / f"{name}.onnx"
-            self._sessions[name] = ort.InferenceSession(str(path), self._options, providers=self.providers)
-        return self._sessions[name]
+            self._graphs[name] = ort.InferenceSession(str(path), self._options, providers=self.providers)
+        return self._graphs[name]
 
-    def release(self, *names: str) -> None:
-        """Close the named graphs' sessions (all when none is named), handing their weights and
-        arenas back; a later call reopens them. E.g. the encoder, once a volume has streamed."""
-        for name in names or list(self._sessions):
-            self._sessions.pop(name, None)
+    def _run(self, graph: str, feeds: dict[str, np.ndarray], outputs) -> list[np.ndarray]:
+        return self._session(graph).run(list(outputs), feeds)
 
     @property
     def encoder(self):
@@ -108,45 +97,11 @@ class OnnxRuntimeBackend:
     def decoder(self):
         return self._session("decoder")
 
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        (embeddings,) = self.encoder.run(None, {"images": np.ascontiguousarray(images, np.float32)})
-        return embeddings
-
-    def decode(self, embedding: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
-        feeds = prompts.to_sam_onnx(self.low_res_size)
-        feeds["image_embeddings"] = np.ascontiguousarray(embedding, np.float32)
-        iou, masks = self.decoder.run(["iou_predictions", "low_res_masks"], feeds)
-        return masks, iou
-
-    # -- the decoder split at the prompt (samfast.export.split_decoder) -------------------------
-
-    def image_state(self, embeddings: np.ndarray) -> dict[str, np.ndarray]:
-        """(B, C, h, w) embeddings -> the decoder's prompt-independent state, B rows."""
-        from samfast.artifacts.graphs import STATE_NAMES
-
-        outputs = self._session("decoder_image").run(
-            None, {"image_embeddings": np.ascontiguousarray(embeddings, np.float32)}
-        )
-        return dict(zip(STATE_NAMES, outputs, strict=True))
-
-    def decode_state(self, state: dict[str, np.ndarray], prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
-        """``decode`` from an image_state (1 row shared by all prompt sets, or one row per set);
-        prompts without a mask input only (a mask changes the image side: use ``decode``)."""
-        if prompts.mask_input is not None:
-            raise ValueError("decode_state takes no mask_input; decode() handles mask prompts")
-        feeds = prompts.to_sam_onnx(self.low_res_size)
-        feeds = {"point_coords": feeds["point_coords"], "point_labels": feeds["point_labels"], **state}
-        iou, masks = self._session("decoder_prompt").run(["iou_predictions", "low_res_masks"], feeds)
-        return masks, iou
-
     def describe(self) -> dict:
-        return {
-            "backend": self.name,
-            "device": self.device,
-            "precision": self.precision,
+        return info_fields(self.info) | {
             "providers": self.providers,
             "intra_op_threads": self._options.intra_op_num_threads,
-            "split_decoder": self.splits_decoder,
+            "split_decoder": self.info.split_decoder,
             "onnxruntime": self._ort_version,
             "artifacts": str(self.folder),
         }

@@ -5,13 +5,14 @@ Engines are bound to a GPU architecture and TensorRT version; a set built elsewh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from samfast.artifacts.gpu import gpu_identity, tensorrt_available
 from samfast.artifacts.manifest import read_manifest
-from samfast.backends.base import Prompts
+from samfast.backends.base import BackendInfo, Prompts, decode_each_row, info_fields
 from samfast.errors import InputError, SamfastError
 
 _POINTS = "points in a prompt set (a box counts as 2 points, no box adds a padding point)"
@@ -143,6 +144,7 @@ class TensorRTBackend:
                 f"{_rebuild_hint(model)} --precision {precision}"
             )
         self.identity = here
+        self.info = BackendInfo(self.name, str(self.device), precision)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         with torch.cuda.device(self.device):
@@ -190,11 +192,16 @@ class TensorRTBackend:
         out = self.decoder.run(feeds, self._stream)
         return out["low_res_masks"], out["iou_predictions"]
 
+    def decode_rows(
+        self, embeddings: np.ndarray, rows: Sequence[int], prompts: Prompts
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return decode_each_row(self.decode, embeddings, rows, prompts)
+
+    def release(self, *graphs: str) -> None:
+        """Nothing to hand back: the engines stay deserialized (info.releases_graphs is False)."""
+
     def describe(self) -> dict:
-        return {
-            "backend": self.name,
-            "device": str(self.device),
-            "precision": self.precision,
+        return info_fields(self.info) | {
             "tensorrt": self.identity["tensorrt"],
             "gpu": self.identity["gpu_name"],
             "compute_capability": self.identity["compute_capability"],

@@ -7,12 +7,13 @@ It calls segment-anything's own prompt encoder and mask decoder, so it is the ya
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
-from samfast.backends.base import Prompts
+from samfast.backends.base import BackendInfo, Prompts, decode_each_row, info_fields
 from samfast.errors import InputError
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -21,7 +22,12 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, model: Sam, device: str = "cpu", precision: str = "fp32") -> None:
+    def __init__(
+        self, model: Sam, device: str = "cpu", precision: str = "fp32", batch_rows: bool | None = None
+    ) -> None:
+        """``batch_rows``: decode_rows in one decoder call (default: on a GPU only; on the CPU
+        torch's decoder costs more per row in a batch, 56 ms a prompt alone, 101 ms in a batch of 8
+        in bench/README.md, so rows go one by one there)."""
         if precision not in _DTYPES:
             raise InputError(f"precision {precision!r} unknown; choose one of {', '.join(_DTYPES)}")
         try:
@@ -38,6 +44,14 @@ class TorchBackend:
                 raise InputError(f"precision {precision} on the CPU needs native bf16 (AVX-512 BF16 or AMX)")
         self.precision = precision
         self.model = model.to(self.device).eval()
+        on_cuda = self.device.type == "cuda"
+        self.info = BackendInfo(
+            self.name,
+            str(self.device),
+            precision,
+            batched_rows=on_cuda if batch_rows is None else bool(batch_rows),
+            device_tensors=on_cuda,
+        )
 
     def _autocast(self):
         if self.precision == "fp32":
@@ -79,8 +93,15 @@ class TorchBackend:
             )
         return masks.float().cpu().numpy(), iou.float().cpu().numpy()
 
+    def decode_rows(
+        self, embeddings: np.ndarray, rows: Sequence[int], prompts: Prompts
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.info.batched_rows:
+            return self.decode_batched(embeddings[list(rows)], prompts)
+        return decode_each_row(self.decode, embeddings, rows, prompts)
+
     @torch.inference_mode()
-    def decode_rows(self, embeddings: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
+    def decode_batched(self, embeddings: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
         """Prompt row i against embedding i (B embeddings, B prompt sets), in one decoder call.
 
         predict_masks repeats one embedding over the batch and adds the dense prompt embedding;
@@ -102,10 +123,8 @@ class TorchBackend:
             )
         return masks.float().cpu().numpy(), iou.float().cpu().numpy()
 
+    def release(self, *graphs: str) -> None:
+        """Nothing to hand back: the modules stay (info.releases_graphs is False)."""
+
     def describe(self) -> dict:
-        return {
-            "backend": self.name,
-            "device": str(self.device),
-            "precision": self.precision,
-            "torch": torch.__version__,
-        }
+        return info_fields(self.info) | {"torch": torch.__version__}

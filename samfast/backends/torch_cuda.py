@@ -1,7 +1,7 @@
 """The CUDA fast path of the torch backend: fp16/bf16, SDPA attention, torch.compile + CUDA graphs.
 
 Opt-in (``TorchCudaBackend(model, "cuda", "fp16")`` then ``Predictor.from_backend``): the plain
-TorchBackend stays the eager reference. Same encode / decode / decode_rows / encode_tensor API.
+TorchBackend stays the eager reference. Same contract and encode_tensor.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class TorchCudaBackend(TorchBackend):
     def decode(self, embedding: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
         return self._run_decoder(embedding, prompts, rows=False)
 
-    def decode_rows(self, embeddings: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
+    def decode_batched(self, embeddings: np.ndarray, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
         return self._run_decoder(embeddings, prompts, rows=True)
 
     @torch.inference_mode()

@@ -8,12 +8,13 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from samfast.backends.base import Prompts
+from samfast.backends.base import BackendInfo, Prompts, decode_each_row, info_fields
 from samfast.errors import InputError
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -42,6 +43,7 @@ class TorchScriptBackend:
             raise InputError(f"TorchScript folder {self.folder} does not exist; export it first")
         self.low_res_size = int(low_res_size)
         self.precision = precision
+        self.info = BackendInfo(self.name, str(self.device), precision)
         self.metadata: dict[str, dict] = {}
         self.encoder, self.decoder = (self._load(file) for file in _FILES)
         made_for = self.metadata["decoder"].get("low_res_size")
@@ -95,12 +97,17 @@ class TorchScriptBackend:
             )
         return masks.float().cpu().numpy(), iou.float().cpu().numpy()
 
+    def decode_rows(
+        self, embeddings: np.ndarray, rows: Sequence[int], prompts: Prompts
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return decode_each_row(self.decode, embeddings, rows, prompts)
+
+    def release(self, *graphs: str) -> None:
+        """Nothing to hand back: the modules stay (info.releases_graphs is False)."""
+
     def describe(self) -> dict:
         meta = self.metadata.get("encoder", {})
-        return {
-            "backend": self.name,
-            "device": str(self.device),
-            "precision": self.precision,
+        return info_fields(self.info) | {
             "torch": torch.__version__,
             "artifacts": str(self.folder),
             "exported_with": {"samfast": meta.get("samfast_version"), "torch": meta.get("torch_version")},

@@ -1,4 +1,5 @@
-"""What every command shares: turning library errors into one line and an exit status.
+"""What every command shares: library errors as one line and an exit status, the library's log
+lines shown as the command's own, and the machine profile read where a command's defaults need it.
 
 SamfastError or an OSError of the file system (read-only, exists, full, too long) -> exit 2;
 Ctrl-C -> exit 130; anything else is a bug: one line, exit 1.
@@ -7,6 +8,7 @@ Ctrl-C -> exit 130; anything else is a bug: one line, exit 1.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -58,3 +60,36 @@ def _bug(error: Exception) -> typer.Exit:
         file=sys.stderr,
     )
     return typer.Exit(1)
+
+
+class _EchoHandler(logging.Handler):
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self.echo = echo
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.echo(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def show_library_log(echo: Callable[[str], None]) -> None:
+    """Print the library's INFO lines (the ``samfast`` logger: building a set, the profile's pick)
+    through ``echo``, the command's own printer. One such handler at a time, however many commands
+    a process runs (tests run many)."""
+    logger = logging.getLogger("samfast")
+    for old in [h for h in logger.handlers if isinstance(h, _EchoHandler)]:
+        logger.removeHandler(old)
+    logger.addHandler(_EchoHandler(echo))
+    logger.setLevel(logging.INFO)
+
+
+def machine_profile(backend: str | None, precision: str | None) -> dict | None:
+    """The machine profile `samfast tune` wrote, read only where it decides something: for
+    --precision auto, or when neither --backend nor --precision is given."""
+    if precision == "auto" or (backend is None and precision is None):
+        from samfast.runtime.profile import load_profile
+
+        return load_profile()
+    return None

@@ -12,7 +12,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from samfast.cli._common import guarded
+from samfast.cli._common import guarded, machine_profile, show_library_log
 from samfast.cli.options import Backend, Checkpoint, Device, Model, Precision, RandomWeights, Target
 from samfast.errors import InputError
 from samfast.eval.datasets import target_mask
@@ -102,6 +102,7 @@ def predict(
     if image.GetDimension() == 3 and full_suffix(out).lower() not in VOLUME_SUFFIXES:
         raise InputError(f"{out}: a mask of a volume needs one of {', '.join(VOLUME_SUFFIXES)}")
 
+    show_library_log(lambda m: typer.echo(m, err=True))
     predictor = Predictor(
         model,
         backend=backend,
@@ -109,7 +110,7 @@ def predict(
         precision=precision,
         checkpoint=checkpoint,
         random_weights=random_weights,
-        log=lambda m: typer.echo(m, err=True),
+        profile=machine_profile(backend, precision),
     )
     predictor.set_image(plane)
     masks, scores, _ = predictor.predict(

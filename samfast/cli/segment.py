@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from samfast.cli._common import fail, guarded
+from samfast.cli._common import fail, guarded, machine_profile, show_library_log
 from samfast.cli.options import Backend, Checkpoint, Device, Model, Precision, RandomWeights, Target
 from samfast.clinical.propagate import PropagationRule
 from samfast.errors import InputError
@@ -220,7 +220,10 @@ def segment(
 
         truth = target_mask(sitk.GetArrayViewFromImage(label_image), target)
 
+    from samfast.runtime.embedding_cache import EmbeddingCache
+
     console = Console(stderr=True)
+    show_library_log(lambda m: console.print(m, markup=False, highlight=False))
     predictor = Predictor(
         model,
         backend=backend,
@@ -228,12 +231,9 @@ def segment(
         precision=precision,
         checkpoint=checkpoint,
         random_weights=random_weights,
-        log=lambda m: console.print(m, markup=False, highlight=False),
+        cache=EmbeddingCache(),  # one for the walk: its slices are encoded ahead in batches, each once
+        profile=machine_profile(backend, precision),
     )
-    from samfast.runtime.embedding_cache import EmbeddingCache
-
-    # one embedding cache for the walk: its slices are encoded ahead in batches, each once
-    predictor.cache = predictor.cache or EmbeddingCache()
     slice_model = SliceModel(predictor, volume.normalised(normalize))
     spacing = volume.image.GetSpacing()
     columns = (TextColumn("[bold]segment"), BarColumn(), MofNCompleteColumn())

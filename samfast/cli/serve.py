@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from samfast.cli._common import guarded
+from samfast.cli._common import guarded, machine_profile, show_library_log
 from samfast.cli.options import Backend, Device, Model, Precision
 from samfast.errors import InputError
 
@@ -145,8 +145,13 @@ def serve(
         max_folder_entries=max_folder_files,
         allow_roots=tuple(roots),
     )
+    show_library_log(lambda m: typer.echo(m, err=True))
     predictor = Predictor(
-        model, backend=backend, device=device, precision=precision, log=lambda m: typer.echo(m, err=True)
+        model,
+        backend=backend,
+        device=device,
+        precision=precision,
+        profile=machine_profile(backend, precision),
     )
     set_max_voxels(max_voxels)  # pictures (PNG, JPEG, TIFF) are decoded under the same budget
     if prefetch is not None and prefetch < 0:

@@ -44,7 +44,7 @@ def tune(
     write: Annotated[bool, typer.Option("--write/--no-write", help="Write the machine profile.")] = True,
 ) -> None:
     """Time each backend × precision on demo slices, run the accuracy gate, write the machine profile
-    that --precision auto (and the default of segment, serve and Predictor) then picks from."""
+    that --precision auto (and the default of predict, segment and serve) then picks from."""
     from samfast.eval.tuning import tune as run_tune
     from samfast.runtime.profile import profile_path, write_profile
 

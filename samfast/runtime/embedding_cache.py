@@ -22,13 +22,13 @@ DEFAULT_MAX_BYTES = 512 << 20  # ~128 LiteMedSAM embeddings (4 MiB each)
 
 def embedding_identity(predictor) -> dict:
     """What besides the slice decides an embedding: model, weights, backend, device, precision."""
-    described = predictor.backend.describe()
+    info = predictor.backend.info
     return {
         "model": predictor.spec.name,
         "weights": predictor.weights.label,
-        "backend": described.get("backend"),
-        "device": str(described.get("device")),
-        "precision": described.get("precision"),
+        "backend": info.name,
+        "device": info.device,
+        "precision": info.precision,
     }
 
 
@@ -138,7 +138,9 @@ def encode_cached(
     backend, prepared: np.ndarray, cache: EmbeddingCache | None, identity: dict, keys: list[str] | None = None
 ) -> np.ndarray:
     """(B, 3, S, S) prepared slices -> (B, C, h, w) embeddings; only cache misses reach the
-    encoder, in one call. ``keys``: the slices' content keys, when the caller has them already."""
+    encoder, in one call. ``keys``: the slices' content keys, when the caller has them already.
+    One slice comes back as a view of the cached (read-only) array, not a copy: a split decoder's
+    image state, keyed by where an embedding's bytes live, is then found again on the next visit."""
     if cache is None:
         return backend.encode(prepared)
     keys = keys or [content_key(p, identity) for p in prepared]
@@ -148,4 +150,4 @@ def encode_cached(
         fresh = backend.encode(np.ascontiguousarray(prepared[missing]))
         for i, embedding in zip(missing, fresh, strict=True):
             found[i] = cache.put(keys[i], embedding)
-    return np.stack(found)
+    return found[0][None] if len(found) == 1 else np.stack(found)

@@ -3,16 +3,19 @@
 ``precision`` is one of PRECISIONS. fp32 is the reference; a reduced precision is offered where the
 hardware runs it natively and it passed the task accuracy gate (samfast.eval.parity.TASK_GATE):
 bf16 on CPUs with AVX-512 BF16 or AMX, fp16 / bf16 on CUDA. ``auto`` takes the fastest
-configuration `samfast tune` measured as passing on this machine, else the fp32 reference.
+configuration `samfast tune` measured as passing on this machine (the machine profile, which the
+caller loads and hands in: nothing here reads ~/.cache), else the fp32 reference.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from samfast.errors import InputError
 
+logger = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 DEFAULT_BACKEND = "onnxruntime"
 # device kind -> precision -> backends that run it natively, fastest first (bench/README.md,
@@ -64,23 +67,25 @@ def resolve(
     backend: str | None,
     device: str = "cpu",
     precision: str | None = None,
-    use_profile: bool = True,
-    log: Callable[[str], None] = print,
+    profile: dict | None = None,
+    log: Callable[[str], None] | None = None,
     model: str | None = None,
 ) -> Choice:
-    """The backend and precision to build. ``None`` means not given: with ``use_profile`` and no
-    backend either, a machine profile's pick; otherwise fp32 on ``backend`` or the default."""
+    """The backend and precision to build. ``None`` means not given: with a ``profile`` and no
+    backend either, the profile's pick; otherwise fp32 on ``backend`` or the default."""
     kind = str(device).split(":")[0]
     if precision is not None and precision not in PRECISIONS:
         raise InputError(f"precision {precision!r} unknown; choose one of {', '.join(PRECISIONS)}")
-    if precision == "auto" or (precision is None and backend is None and use_profile):
-        from samfast.runtime.profile import load_profile, pick
+    if precision == "auto" or (precision is None and backend is None and profile is not None):
+        from samfast.runtime.profile import pick
 
-        chosen = pick(load_profile(), kind, backend, model)
+        chosen = pick(profile, kind, backend, model)
         if chosen is not None:
             return Choice(chosen["backend"], chosen["precision"], "profile")
         if precision == "auto":
-            log("no machine profile passed here for this device (run `samfast tune`): fp32 reference")
+            (log or logger.info)(
+                "no machine profile passed here for this device (run `samfast tune`): fp32 reference"
+            )
         return Choice(backend or DEFAULT_BACKEND, "fp32", "fallback")
     if precision in (None, "fp32"):
         return Choice(backend or DEFAULT_BACKEND, "fp32", "given")

@@ -4,12 +4,14 @@ Two tiers, as segment-anything's predict / predict_torch:
 - people: set_image / predict / predict_batch on numpy in original image coordinates, prompts
   checked with one-line errors; masks come back in original image coordinates;
 - programs: predict_rows decodes row i of a prompt batch against embedding row i (many slices in
-  one call), trusting its inputs. The Predictor alone picks the split decoder (image state kept in
-  its one byte-bounded ImageStateCache), the backend's batched decode_rows or one call per row.
+  one call), trusting its inputs.
+The Predictor does geometry and input checks; how a backend decodes (split decoder, image states,
+rows in one call or one by one) is the backend's, behind samfast.backends.base.Backend.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,16 +20,13 @@ import numpy as np
 
 from samfast import preprocess
 from samfast.backends import Prompts
-from samfast.backends.base import splits_decoder
 from samfast.errors import InputError
 from samfast.models import get_spec, resolve_weights
-from samfast.runtime.image_states import ImageStateCache
+from samfast.runtime.precision import Choice, resolve
 from samfast.runtime.sets import backend_building_missing_set
 
 MASK_THRESHOLD = 0.0
-# Rows per split-decoder call. On the CPU a batch gains nothing (time grows with the rows) and
-# multiplies the activations the session's arena keeps; one row also needs no stacking of states.
-STATE_ROWS_PER_CALL = 1
+logger = logging.getLogger(__name__)
 
 
 class Predictor:
@@ -42,21 +41,22 @@ class Predictor:
         checkpoint: str | os.PathLike | None = None,
         random_weights: bool = False,
         engine_dir: str | os.PathLike | None = None,
-        log: Callable[[str], None] = print,
+        log: Callable[[str], None] | None = None,
         threads: int | None = None,
         cache=None,
+        profile: dict | None = None,
     ) -> None:
         """``cache``: a samfast.runtime.embedding_cache.EmbeddingCache; set_image then skips the
         encoder for a slice (same preprocessed pixels, model, weights, backend, precision) seen before.
 
-        ``backend`` / ``precision`` left out: the fastest configuration that passed the accuracy
-        gate on this machine (`samfast tune`'s profile), else onnxruntime fp32; ``precision``
-        "auto" asks for the profile's pick explicitly (samfast.runtime.precision)."""
-        from samfast.runtime.precision import resolve
-
+        ``backend`` / ``precision`` left out: onnxruntime fp32, or with ``profile`` (a machine
+        profile the caller loaded, samfast.runtime.profile.load_profile) the fastest configuration
+        that passed the accuracy gate there; ``precision`` "auto" asks for the profile's pick
+        explicitly (samfast.runtime.precision). Progress goes to ``log``, else the samfast logger."""
+        log = log or logger.info
         self.spec = get_spec(model)
         self.weights = resolve_weights(self.spec.name, checkpoint, random_weights)
-        self.choice = resolve(backend, device, precision, log=log, model=self.spec.name)
+        self.choice = resolve(backend, device, precision, profile=profile, log=log, model=self.spec.name)
         if self.choice.source == "profile":
             log(f"machine profile: {self.choice.backend} {self.choice.precision} (samfast tune)")
         self.backend = backend_building_missing_set(
@@ -70,16 +70,7 @@ class Predictor:
             threads=threads,
         )
         self.cache = cache
-        self._start_program_tier()
         self.reset_image()
-
-    def _start_program_tier(self) -> None:
-        self.image_states = ImageStateCache(self.backend)
-        # Many rows in one decoder call where the backend can (torch: decode_rows) and it pays: on
-        # a GPU. On the CPU torch's decoder costs more per row in a batch (bench/README.md: 56 ms
-        # per prompt alone, 101 ms in a batch of 8), so rows go one by one there.
-        device = str(self.backend.describe().get("device", "cpu"))
-        self.batch_rows = hasattr(self.backend, "decode_rows") and device.startswith("cuda")
 
     @classmethod
     def from_backend(cls, model: str, weights, backend) -> Predictor:
@@ -88,10 +79,18 @@ class Predictor:
         predictor.spec = get_spec(model)
         predictor.weights = weights
         predictor.backend = backend
+        predictor.choice = Choice(backend.info.name, backend.info.precision, "given")
         predictor.cache = None
-        predictor._start_program_tier()
         predictor.reset_image()
         return predictor
+
+    def with_cache(self, cache) -> Predictor:
+        """Another predictor over the same backend (its sessions and image states shared) that
+        keeps embeddings in ``cache``; this one is left as it is."""
+        other = Predictor.from_backend(self.spec.name, self.weights, self.backend)
+        other.choice = self.choice
+        other.cache = cache
+        return other
 
     # -- image -------------------------------------------------------------------------------
 
@@ -100,15 +99,6 @@ class Predictor:
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
         self.embedding_key: str | None = None
-
-    def _decode(self, prompts: Prompts) -> tuple[np.ndarray, np.ndarray]:
-        """Prompts without a mask input take the split decoder where the backend has one: after
-        the first prompt on an embedding, a click costs only the decoder's prompt side."""
-        if prompts.mask_input is None and splits_decoder(self.backend):
-            keys = None if self.embedding_key is None else [self.embedding_key]
-            state = self.image_states.states(self._embedding, [0], evict=True, keys=keys)
-            return self.backend.decode_state(state, prompts)
-        return self.backend.decode(self._embedding, prompts)
 
     @property
     def is_image_set(self) -> bool:
@@ -148,7 +138,7 @@ class Predictor:
         key = content_key(prepared, identity)
         cached = key in self.cache
         self._embedding = encode_cached(self.backend, prepared[None], self.cache, identity, [key])
-        self.embedding_key = key  # names the image state too, across set_image calls
+        self.embedding_key = key
         return cached
 
     def _set_geometry(self, original_size: tuple[int, int]) -> None:
@@ -257,7 +247,7 @@ class Predictor:
         C = 3 when ``multimask_output`` else 1 (mask token 0, as MaskDecoder.forward picks).
         """
         prompts = self._model_prompts(point_coords, point_labels, boxes, mask_input)
-        low_res, iou = self._decode(prompts)
+        low_res, iou = self.backend.decode(self._embedding, prompts)
         tokens = slice(1, None) if multimask_output else slice(0, 1)
         low_res, iou = low_res[:, tokens], iou[:, tokens]
         masks = self.postprocess_masks(low_res)
@@ -316,31 +306,9 @@ class Predictor:
             prompts.point_labels = np.asarray(point_labels, np.float32)
         if boxes is not None:
             prompts.boxes = preprocess.transform_boxes(np.asarray(boxes, np.float32), original_size, size)
-        low_res, iou = self._decode_rows(embeddings, list(rows), prompts)
+        low_res, iou = self.backend.decode_rows(embeddings, list(rows), prompts)
         tokens = slice(1, None) if multimask_output else slice(0, 1)
         return low_res[:, tokens], iou[:, tokens]
-
-    def _decode_rows(self, embeddings: np.ndarray, rows: list[int], prompts: Prompts):
-        if prompts.mask_input is None and splits_decoder(self.backend):
-            # A program scans its rows every call: rows past the state bound are recomputed, not
-            # evicted (see ImageStateCache).
-            parts = [slice(s, s + STATE_ROWS_PER_CALL) for s in range(0, len(rows), STATE_ROWS_PER_CALL)]
-            outs = [
-                self.backend.decode_state(
-                    self.image_states.states(embeddings, rows[part], evict=False), _take(prompts, part)
-                )
-                for part in parts
-            ]
-        elif self.batch_rows:
-            outs = [self.backend.decode_rows(embeddings[rows], prompts)]
-        else:
-            # The plain exported graphs repeat one embedding over the prompt batch: one call per
-            # row, which costs nothing on the CPU, where decoder time grows with the batch anyway.
-            outs = [
-                self.backend.decode(embeddings[r : r + 1], _take(prompts, slice(n, n + 1)))
-                for n, r in enumerate(rows)
-            ]
-        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
 
     def masks(self, low_res: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
         """(C, L, L) low-res logits of one row -> (C, H, W) bool masks of a slice of ``original_size``
@@ -349,14 +317,3 @@ class Predictor:
 
     def describe(self) -> dict:
         return {"model": self.spec.name, "weights": self.weights.as_dict(), **self.backend.describe()}
-
-
-def _take(prompts: Prompts, part: slice) -> Prompts:
-    """Rows ``part`` of every prompt field."""
-
-    def take(value):
-        return None if value is None else value[part]
-
-    return Prompts(
-        take(prompts.point_coords), take(prompts.point_labels), take(prompts.boxes), take(prompts.mask_input)
-    )

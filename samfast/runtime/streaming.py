@@ -35,8 +35,7 @@ class SliceBatch:
 
 
 def auto_batch_size(predictor) -> int:
-    device = str(predictor.backend.describe().get("device", "cpu")).split(":")[0]
-    return AUTO_BATCH.get(device, 1)
+    return AUTO_BATCH.get(predictor.backend.info.device.split(":")[0], 1)
 
 
 class SliceStreamer:
@@ -107,7 +106,7 @@ class SliceStreamer:
         return np.empty(shape, np.float32)
 
     def _on_cuda(self) -> bool:
-        return str(self.predictor.backend.describe().get("device", "cpu")).startswith("cuda")
+        return self.predictor.backend.info.on_cuda
 
     # -- worker ----------------------------------------------------------------------------
 
@@ -187,13 +186,13 @@ class SliceStreamer:
     def _cuda_batches(self):
         """Copy batch k+1 to the GPU on a side stream while batch k computes, then read k back.
 
-        Needs a backend with ``encode_tensor`` (torch on CUDA); others get the CPU loop. The cache,
-        if any, is consulted on the host copy before anything moves.
+        Needs a backend whose info says ``device_tensors`` (torch on CUDA: encode_tensor); others
+        get the CPU loop. The cache, if any, is consulted on the host copy before anything moves.
         """
         import torch
 
         backend = self.predictor.backend
-        if not hasattr(backend, "encode_tensor") or self.cache is not None:
+        if not backend.info.device_tensors or self.cache is not None:
             yield from self._cpu_batches()
             return
         device = backend.device

@@ -88,11 +88,13 @@ class SessionStore:
     def __init__(self, predictor, max_sessions: int = 4, cache_slices: int = 16, max_undo: int = 64) -> None:
         if max_sessions < 1:
             raise InputError("max_sessions must be at least 1")
-        self.predictor = predictor
         self.max_sessions, self.cache_slices, self.max_undo = max_sessions, cache_slices, max_undo
+        # The service's own predictor over the given one's backend, with an embedding cache sized
+        # for its sessions; a predictor that brings its own cache is used as it is.
+        self.predictor = predictor
         if predictor.cache is None:
             one = int(np.prod(predictor.spec.embedding_shape)) * 4  # float32
-            predictor.cache = EmbeddingCache(max_bytes=cache_slices * max_sessions * one)
+            self.predictor = predictor.with_cache(EmbeddingCache(max_bytes=cache_slices * max_sessions * one))
         self.model_lock = threading.Lock()
         self._sessions: collections.OrderedDict[str, Session] = collections.OrderedDict()
         self._lock = threading.Lock()
