@@ -145,6 +145,6 @@ def test_the_predictor_builds_a_missing_set_and_says_so(tmp_path):
 
     messages: list[str] = []
     predictor = Predictor("tiny_vit_test", "onnxruntime", engine_dir=tmp_path, log=messages.append)
-    assert any(m.startswith("building onnx for tiny_vit_test") for m in messages)
+    assert any(m.startswith("exporting the onnx set for tiny_vit_test") for m in messages)
     assert predictor.backend.folder.is_relative_to(tmp_path)
     assert (predictor.backend.folder / "manifest.json").is_file()

@@ -1,18 +1,25 @@
 """Building a missing ONNX/TorchScript set into the engines/ cache on first use.
 
-Backends only find sets (samfast.artifacts.layout.find_set); the runtime calls ensure_set when one
-is missing, and this says so in the log. TensorRT engines are built only by `samfast export`.
+Backends only find sets (samfast.artifacts.layout.find_set); the runtime has a missing one built
+(samfast.export.child runs build_locked in a child process). TensorRT engines only by `samfast export`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from samfast.artifacts.graphs import DEFAULT_OPSET
 from samfast.artifacts.layout import MissingSet, find_set, set_dir, set_opset
+from samfast.errors import InputError
 from samfast.export.set_writer import build_set
 from samfast.models import WeightsInfo, get_spec
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent first runs there may both export
+    fcntl = None
 
 
 def onnx_dir(model_name: str, weights: WeightsInfo, engine_dir: Path | None = None) -> Path:
@@ -28,7 +35,8 @@ def ensure_set(
     opset: int = DEFAULT_OPSET,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Return a folder holding a valid set, building ONNX/TorchScript sets first if needed."""
+    """Return a folder holding a valid set, building ONNX/TorchScript sets first if needed (in
+    this process: it imports torch)."""
     spec = get_spec(model_name)
     try:
         return find_set(spec, weights, fmt, precision, engine_dir, opset)
@@ -37,19 +45,60 @@ def ensure_set(
             raise
         folder, reason = missing.folder, missing.reason
     log(f"building {fmt} for {spec.name} [{weights.label}] ({reason}); once only, cached in {folder}")
-    from samfast.models import build_model
+    return build_locked(model_name, weights, fmt, precision, engine_dir, opset, log)
 
-    model = build_model(spec.name, weights=weights)
-    if fmt == "onnx":
-        from samfast.export.onnx_export import write_onnx
 
-        writer = lambda tmp: write_onnx(model, tmp, opset, log)  # noqa: E731
-    else:
-        from samfast.export.torchscript_export import write_torchscript
+def build_locked(
+    model_name: str,
+    weights: WeightsInfo,
+    fmt: str,
+    precision: str = "fp32",
+    engine_dir: Path | None = None,
+    opset: int = DEFAULT_OPSET,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Export the set while holding its lock. A process that waited for another's export takes the
+    set that one wrote instead of writing it again over a folder the other may be reading."""
+    spec = get_spec(model_name)
+    folder = set_dir(spec, weights, fmt, precision, engine_dir)
+    with set_lock(folder, log):
+        try:
+            return find_set(spec, weights, fmt, precision, engine_dir, opset)
+        except MissingSet:
+            pass
+        from samfast.models import build_model
 
-        writer = lambda tmp: write_torchscript(model, tmp, log)  # noqa: E731
-    build_set(folder, spec, weights, fmt, precision, set_opset(fmt, opset), writer, log=log)
+        model = build_model(spec.name, weights=weights)
+        if fmt == "onnx":
+            from samfast.export.onnx_export import write_onnx
+
+            writer = lambda tmp: write_onnx(model, tmp, opset, log)  # noqa: E731
+        else:
+            from samfast.export.torchscript_export import write_torchscript
+
+            writer = lambda tmp: write_torchscript(model, tmp, log)  # noqa: E731
+        build_set(folder, spec, weights, fmt, precision, set_opset(fmt, opset), writer, log=log)
     return folder
+
+
+@contextmanager
+def set_lock(folder: Path, log: Callable[[str], None] = print) -> Iterator[None]:
+    """An exclusive lock on ``folder``'s set across processes (a lock file beside it, released
+    when its holder exits, however it exits)."""
+    lock_path = folder.parent / f".{folder.name}.lock"
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a")  # noqa: SIM115 (held open for the lock's lifetime)
+    except OSError as error:
+        raise InputError(f"{folder.parent}: cannot write there ({error.strerror or error})") from None
+    with handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(f"another samfast process is writing {folder}; waiting for it")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def ensure_onnx(
