@@ -26,8 +26,8 @@ def main(blocks: int = 5, calls: int = 10) -> None:
     seg = sitk.GetArrayFromImage(sitk.ReadImage(str(CASE_DIR / f"{CASE}_seg.nii.gz")))
     volume, mask = preprocess.normalize_mr_putz(t1ce.astype(np.float32)), np.isin(seg, (1, 4))
     z = int(np.argmax(mask.sum(axis=(1, 2))))
-    eager = Predictor("litemedsam", backend="torch", log=lambda m: None)
-    fast = Predictor("litemedsam", backend="onnxruntime", threads=2, log=lambda m: None)
+    eager = Predictor("litemedsam", backend="torch")
+    fast = Predictor("litemedsam", backend="onnxruntime", threads=2)
     eager.set_image(volume[z])
     embedding = eager.get_image_embedding()
     ys, xs = np.nonzero(mask[z])
@@ -41,11 +41,11 @@ def main(blocks: int = 5, calls: int = 10) -> None:
 
     bf16 = None
     if native_bf16():
-        bf16 = Predictor("litemedsam", backend="openvino", precision="bf16", threads=2, log=lambda m: None)
+        bf16 = Predictor("litemedsam", backend="openvino", precision="bf16", threads=2)
         bf16_state = bf16.backend.image_state(embedding)
     calls_of = {
         "torch eager": lambda: eager.backend.decode(embedding, prompts),
-        "onnxruntime": lambda: fast.backend.decode(embedding, prompts),
+        "onnxruntime": lambda: fast.backend.decode_full(embedding, prompts),
         "onnxruntime split": lambda: fast.backend.decode_state(state, prompts),
         "image state (once a slice)": lambda: fast.backend.image_state(embedding),
     }

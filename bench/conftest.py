@@ -133,7 +133,7 @@ def brats_slice() -> tuple[np.ndarray, np.ndarray]:
 
 def _make_predictor(name: str, threads: int) -> Predictor:
     # threads sizes ONNX Runtime's intra-op pool; torch's is pinned by the pinned_torch_threads fixture.
-    predictor = Predictor(model=MODEL, backend=name, log=lambda message: None, threads=threads)
+    predictor = Predictor(model=MODEL, backend=name, threads=threads)
     if name == "onnxruntime":
         actual = predictor.backend.encoder.get_session_options().intra_op_num_threads
         assert actual == threads, f"onnxruntime encoder runs {actual} intra-op threads, wanted {threads}"

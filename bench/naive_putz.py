@@ -49,7 +49,7 @@ def main() -> None:
     case = next(c for c in cases if c.case_id == args.case)
     volume, truth, _ = load_case(case, "tc")
     scaled = normalize(volume, "putz")
-    predictor = Predictor("litemedsam", backend="torch", log=lambda m: None)
+    predictor = Predictor("litemedsam", backend="torch")
     out = {int(z): putz_slice(predictor, scaled[z], truth[z]) for z in target_slices(truth, 100)}
     args.out.write_text(json.dumps(out))
 

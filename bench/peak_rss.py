@@ -22,7 +22,6 @@ import SimpleITK as sitk
 import torch
 
 from samfast import preprocess
-from samfast.backends.base import release
 from samfast.eval.protocols import run_slices
 from samfast.runtime.predictor import Predictor
 from samfast.runtime.streaming import SliceStreamer
@@ -54,8 +53,8 @@ def main() -> None:
     mask = np.isin(seg, (1, 4))
     # Backends open their graphs on first use: the encoder predictor holds only OpenVINO's encoder,
     # the decoder predictor only ONNX Runtime's split decoder.
-    encoder = Predictor("litemedsam", backend="openvino", threads=args.threads, log=lambda m: None)
-    decoder = Predictor("litemedsam", backend="onnxruntime", threads=args.threads, log=lambda m: None)
+    encoder = Predictor("litemedsam", backend="openvino", threads=args.threads)
+    decoder = Predictor("litemedsam", backend="onnxruntime", threads=args.threads)
     start = time.perf_counter()
     tumour = [int(z) for z in np.flatnonzero(mask.any(axis=(1, 2)))]
     row_of = {z: row for row, z in enumerate(tumour)}
@@ -70,7 +69,7 @@ def main() -> None:
                     kept[row_of[z]] = batch.embeddings[row]
     after_stream_kib = status_kib()
     # The encoder is done: its compiled graph (~300 MiB) is not needed by the protocol.
-    release(encoder.backend)
+    encoder.backend.release()
     records = run_slices(decoder, kept, [mask[z] for z in tumour], "points-putz")
     peak_kib = status_kib()
     print(

@@ -186,7 +186,7 @@ def main() -> None:
     variants["bf16:encoder"] = lambda: torch_variant(model, "encoder")
     variants["bf16:decoder"] = lambda: torch_variant(model, "decoder")
     variants["openvino-bf16"] = lambda: Predictor(
-        "litemedsam", backend="openvino", precision="bf16", threads=args.threads, log=lambda m: None
+        "litemedsam", backend="openvino", precision="bf16", threads=args.threads
     )
     if not args.skip_int8 and dist_version("nncf"):
         variants["openvino-int8"] = lambda: Predictor.from_backend(

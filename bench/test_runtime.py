@@ -114,7 +114,7 @@ def case() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def predictors(threads, pinned_torch_threads, bench_engine_dir) -> dict[str, Predictor]:
     return {
-        name: Predictor(MODEL, backend=backend, precision=precision, threads=threads, log=lambda m: None)
+        name: Predictor(MODEL, backend=backend, precision=precision, threads=threads)
         for name, (backend, precision) in VARIANTS.items()
     }
 
@@ -196,8 +196,15 @@ def test_decoder_per_prompt(benchmark, predictors, embeddings, case, count):
     volume, mask = case
     z = int(np.argmax(mask.sum(axis=(1, 2))))
     prompts = click_prompts(count, mask[z], volume.shape[1:], predictors["torch"].spec.input_size)
+    # The whole decoder graph on every call (decode_full where a split decoder would keep an
+    # image state between calls), against the split's prompt side below.
     calls = {
-        name: (lambda p=p, n=name: p.backend.decode(embeddings[n], prompts)) for name, p in predictors.items()
+        name: (
+            lambda d=p.backend.decode_full if p.backend.info.split_decoder else p.backend.decode, n=name: d(
+                embeddings[n], prompts
+            )
+        )
+        for name, p in predictors.items()
     }
     # The decoder split at the prompt: the slice's image state is made once, with its embedding
     # (Predictor does this on the first click); each click then runs only the prompt side.

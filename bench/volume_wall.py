@@ -38,7 +38,7 @@ def naive(threads: int) -> None:
     case = next(c for c in find_brats_cases(find_demo_data())[0] if c.case_id == CASE)
     volume, truth, _ = load_case(case)
     scaled = normalize_mr_putz(volume)
-    predictor = Predictor("litemedsam", backend="torch", precision="fp32", log=lambda m: None)
+    predictor = Predictor("litemedsam", backend="torch", precision="fp32")
     best = []
     for z in target_slices(truth, 100):
         predictor.set_image(scaled[z])

@@ -26,12 +26,12 @@ for name in ("samfast.runtime.predictor", "samfast.backends.torch_cuda", "samfas
              "samfast.eval.parity", "samfast.eval.protocols", "samfast.eval.run", "samfast.cli"):
     importlib.import_module(name)
 from samfast.io import find_demo_data
-predictor = samfast.Predictor("litemedsam", backend="torch", checkpoint=weights, log=lambda m: None)
+predictor = samfast.Predictor("litemedsam", backend="torch", checkpoint=weights)
 image = np.random.default_rng(0).random((1, 3, 256, 256)).astype(np.float32)
 embedding = predictor.backend.encode(image)
 missing = ""
 try:
-    samfast.Predictor("litemedsam", backend="torch", log=lambda m: None)
+    samfast.Predictor("litemedsam", backend="torch")
 except Exception as error:
     missing = str(error)
 leaked = sorted(m for m in sys.modules if m.split(".")[0] in blocked)

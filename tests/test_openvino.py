@@ -27,8 +27,8 @@ def slices(demo_cases) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def test_openvino_fp32_keeps_parity_with_the_torch_reference(slices):
     assert "openvino" in BACKENDS
-    reference = Predictor("litemedsam", backend="torch", log=lambda m: None)
-    candidate = Predictor("litemedsam", backend="openvino", threads=2, log=lambda m: None)
+    reference = Predictor("litemedsam", backend="torch")
+    candidate = Predictor("litemedsam", backend="openvino", threads=2)
     assert candidate.describe()["backend"] == "openvino"
     report = compare_predictors(reference, candidate, slices, "openvino", "fp32")
     summary = report.summary()
@@ -38,8 +38,8 @@ def test_openvino_fp32_keeps_parity_with_the_torch_reference(slices):
 
 @pytest.mark.skipif(not cpu_supports("bf16"), reason="no native bf16 on this CPU (AVX-512 BF16 / AMX)")
 def test_openvino_bf16_is_opt_in_and_close_but_judged_by_its_own_row(slices):
-    fp32 = Predictor("litemedsam", backend="openvino", threads=2, log=lambda m: None)
-    bf16 = Predictor("litemedsam", backend="openvino", precision="bf16", threads=2, log=lambda m: None)
+    fp32 = Predictor("litemedsam", backend="openvino", threads=2)
+    bf16 = Predictor("litemedsam", backend="openvino", precision="bf16", threads=2)
     assert fp32.describe()["precision"] == "fp32" and bf16.describe()["precision"] == "bf16"
     tolerance = tolerance_for("openvino", "bf16")  # registered by the backend module
     assert tolerance.rtol is None and tolerance.min_mask_dice == 0.99
@@ -53,36 +53,34 @@ def test_openvino_bf16_is_opt_in_and_close_but_judged_by_its_own_row(slices):
 
 def test_openvino_refuses_what_it_cannot_run():
     with pytest.raises(InputError, match="CPU"):
-        Predictor("litemedsam", backend="openvino", device="cuda", log=lambda m: None)
+        Predictor("litemedsam", backend="openvino", device="cuda")
     with pytest.raises(InputError, match="precision"):
-        Predictor("litemedsam", backend="openvino", precision="fp16", log=lambda m: None)
+        Predictor("litemedsam", backend="openvino", precision="fp16")
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_released_graphs_hand_back_their_sessions_and_reopen_the_same(slices, backend):
-    from samfast.backends.base import release
-
-    predictor = Predictor("litemedsam", backend=backend, threads=2, log=lambda m: None)
+    predictor = Predictor("litemedsam", backend=backend, threads=2)
     batch = predictor.prepare_image(slices[0][0])[None]
     before = predictor.backend.encode(batch)
-    held = predictor.backend._compiled if backend == "openvino" else predictor.backend._sessions
-    assert "encoder" in held
-    release(predictor.backend, "encoder")
+    held = predictor.backend._graphs
+    assert predictor.backend.info.releases_graphs and "encoder" in held
+    predictor.backend.release("encoder")
     assert "encoder" not in held
     np.testing.assert_array_equal(predictor.backend.encode(batch), before)  # reopened on use
-    release(predictor.backend)
+    predictor.backend.release()
     assert not held
 
 
 def test_encoder_is_static_for_its_first_batch_and_turns_dynamic_once_for_another(slices):
-    predictor = Predictor("litemedsam", backend="openvino", threads=2, log=lambda m: None)
+    predictor = Predictor("litemedsam", backend="openvino", threads=2)
     one = predictor.prepare_image(slices[0][0])[None]
     two = np.concatenate([one, predictor.prepare_image(slices[1][0])[None]])
     first = predictor.backend.encode(one)
-    assert predictor.backend._compiled["encoder"][2] == one.shape  # compiled for this shape
+    assert predictor.backend._graphs["encoder"][2] == one.shape  # compiled for this shape
     pair = predictor.backend.encode(two)  # another batch: recompiled with the dynamic batch
-    assert predictor.backend._compiled["encoder"][2] is None and len(predictor.backend._compiled) == 1
+    assert predictor.backend._graphs["encoder"][2] is None and len(predictor.backend._graphs) == 1
     again = predictor.backend.encode(one)  # the dynamic graph serves every batch from now on
-    assert predictor.backend._compiled["encoder"][2] is None
+    assert predictor.backend._graphs["encoder"][2] is None
     np.testing.assert_allclose(pair[:1], first, rtol=0, atol=1e-4)
     np.testing.assert_allclose(again, first, rtol=0, atol=1e-4)

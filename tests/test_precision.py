@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from typer.testing import CliRunner
 from samfast import Predictor
 from samfast.backends import cpu
 from samfast.cli import app
+from samfast.cli._common import machine_profile
 from samfast.errors import InputError
 from samfast.eval.datasets import find_brats_cases
 from samfast.eval.parity import TASK_GATE, gate_verdict, precision_gate
@@ -27,7 +27,6 @@ from samfast.io import find_demo_data
 from samfast.runtime import precision as precision_module
 from samfast.runtime.profile import load_profile, pick, profile_path, this_machine, write_profile
 
-QUIET = {"log": lambda message: None}
 HAS_BF16_BACKEND = cpu.native_bf16() and importlib.util.find_spec("openvino") is not None
 
 
@@ -36,7 +35,7 @@ class ShrunkLogits:
     every mask loses its border pixels (as a precision that biased the logits would)."""
 
     def __init__(self, backend, shift: float) -> None:
-        self.inner, self.shift, self.name = backend, shift, backend.name
+        self.inner, self.shift, self.name, self.info = backend, shift, backend.name, backend.info
 
     def encode(self, images):
         return self.inner.encode(images)
@@ -45,27 +44,34 @@ class ShrunkLogits:
         masks, iou = self.inner.decode(embedding, prompts)
         return masks - self.shift, iou
 
+    def decode_rows(self, embeddings, rows, prompts):
+        masks, iou = self.inner.decode_rows(embeddings, rows, prompts)
+        return masks - self.shift, iou
+
+    def release(self, *graphs):
+        self.inner.release(*graphs)
+
     def describe(self):
         return self.inner.describe() | {"perturbed": self.shift}
 
 
 @pytest.fixture(scope="module")
 def reference():
-    return Predictor("litemedsam", backend="torch", precision="fp32", **QUIET)
+    return Predictor("litemedsam", backend="torch", precision="fp32")
 
 
 @pytest.fixture(scope="module")
 def onnx_fp32():
-    return Predictor("litemedsam", backend="onnxruntime", threads=2, **QUIET)
+    return Predictor("litemedsam", backend="onnxruntime", threads=2)
 
 
 def gate_of(candidate, reference, tmp_path, protocols, slices_per_case=1, min_area=1000, cases=1) -> dict:
     """The gate of ``candidate`` vs ``reference`` through Evaluation + summarise, as bench brats runs it."""
     found, _ = find_brats_cases(find_demo_data())
-    settings = Settings(protocols=list(protocols), slices_per_case=slices_per_case, min_area=min_area)
+    settings = Settings(protocol=",".join(protocols), slices_per_case=slices_per_case, min_area=min_area)
     evaluation = Evaluation(("candidate", candidate), ("torch", reference), settings, tmp_path)
     rows = evaluation.run(found[:cases], [], {}, fresh=True)
-    return summarise(rows, [], {"settings": asdict(settings)})["precision_gate"]
+    return summarise(rows, [], {"settings": settings.record()})["precision_gate"]
 
 
 def test_the_gate_refuses_a_perturbed_backend_and_passes_an_fp32_one(reference, onnx_fp32, tmp_path):
@@ -116,7 +122,7 @@ def test_bf16_runs_on_openvino_and_gets_a_verdict_per_protocol(reference, tmp_pa
     """Whether bf16 passes is measured on all 110 demo slices (bench/README.md: it passes), not on
     this sample of 2: the gate's verdict per protocol must follow its thresholds, and bf16 must
     really be reduced yet close to fp32."""
-    bf16 = Predictor("litemedsam", precision="bf16", threads=2, **QUIET)
+    bf16 = Predictor("litemedsam", precision="bf16", threads=2)
     assert bf16.choice.backend == "openvino"  # the fastest native bf16 on the CPU
     assert bf16.describe()["precision"] == "bf16" and bf16.backend.splits_decoder
     protocols = ("box", "points-putz")
@@ -133,8 +139,8 @@ def test_bf16_runs_on_openvino_and_gets_a_verdict_per_protocol(reference, tmp_pa
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_cuda_half_precisions_go_through_the_same_gate(tmp_path, precision):
-    reference = Predictor("litemedsam", backend="torch", device="cuda", precision="fp32", **QUIET)
-    candidate = Predictor("litemedsam", device="cuda", precision=precision, **QUIET)
+    reference = Predictor("litemedsam", backend="torch", device="cuda", precision="fp32")
+    candidate = Predictor("litemedsam", device="cuda", precision=precision)
     assert candidate.choice.backend == "torch" and candidate.describe()["precision"] == precision
     gate = gate_of(candidate, reference, tmp_path, ("box", "points-putz"), cases=2)
     assert set(gate["protocols"]) == {"box", "points-putz"}
@@ -146,7 +152,7 @@ def test_a_cpu_without_native_bf16_is_refused_with_a_clear_message(monkeypatch):
     with pytest.raises(InputError, match="no native bf16"):
         precision_module.resolve(None, "cpu", "bf16")
     with pytest.raises(InputError, match="native bf16"):
-        Predictor("tiny_vit_test", backend="torch", precision="bf16", **QUIET)
+        Predictor("tiny_vit_test", backend="torch", precision="bf16")
     result = CliRunner().invoke(app, ["bench", "brats", "--model", "tiny_vit_test", "--random-weights",
                                       "--precision", "bf16", "--cases", "1"])  # fmt: skip
     assert result.exit_code == 2 and "no native bf16" in result.output and "Traceback" not in result.output
@@ -183,7 +189,9 @@ def write_test_profile(configurations, model="tiny_vit_test", machine=None):
 def test_auto_picks_the_fastest_passing_configuration_and_falls_back_to_fp32(tmp_path, monkeypatch):
     monkeypatch.setenv("SAMFAST_CACHE", str(tmp_path))
     messages = []
-    fallback = precision_module.resolve(None, "cpu", "auto", log=messages.append, model="tiny_vit_test")
+    fallback = precision_module.resolve(
+        None, "cpu", "auto", load_profile(), log=messages.append, model="tiny_vit_test"
+    )
     assert (fallback.backend, fallback.precision, fallback.source) == ("onnxruntime", "fp32", "fallback")
     assert messages and "samfast tune" in messages[0]
     configurations = [
@@ -194,28 +202,37 @@ def test_auto_picks_the_fastest_passing_configuration_and_falls_back_to_fp32(tmp
     ]
     path = write_test_profile(configurations)
     assert path == profile_path() and json.loads(path.read_text())["model"] == "tiny_vit_test"
-    chosen = precision_module.resolve(None, "cpu", "auto", model="tiny_vit_test")
+    chosen = precision_module.resolve(None, "cpu", "auto", load_profile(), model="tiny_vit_test")
     assert (chosen.backend, chosen.precision, chosen.source) == ("onnxruntime", "fp32", "profile")
-    restricted = precision_module.resolve("torch", "cpu", "auto", model="tiny_vit_test")
+    restricted = precision_module.resolve("torch", "cpu", "auto", load_profile(), model="tiny_vit_test")
     assert (restricted.backend, restricted.precision) == ("torch", "bf16")  # fastest passing on torch
     configurations[2]["passed"] = True
     write_test_profile(configurations)
     assert pick(load_profile(), "cpu", model="tiny_vit_test")["backend"] == "openvino"
     assert pick(load_profile(), "cuda", model="tiny_vit_test") is None
-    # The default Predictor takes the profile's pick; naming a backend or precision overrides it.
+    # A Predictor handed the profile takes its pick; naming a backend or precision overrides it. The
+    # command line reads the profile only where it decides something; a Predictor never reads it.
     write_test_profile(
         [configuration("torch", "fp32", 1, 1, True), configuration("onnxruntime", "fp32", 5, 5, True)]
     )
-    default = Predictor("tiny_vit_test", random_weights=True, **QUIET)
+    assert machine_profile(None, None) == load_profile() and machine_profile("torch", None) is None
+    default = Predictor("tiny_vit_test", random_weights=True, profile=machine_profile(None, None))
     assert (default.choice.source, default.describe()["backend"]) == ("profile", "torch")
-    given = Predictor("tiny_vit_test", random_weights=True, precision="fp32", **QUIET)
+    given = Predictor("tiny_vit_test", random_weights=True, precision="fp32", profile=load_profile())
     assert given.choice.source == "given" and given.choice.backend == "onnxruntime"
+    unaware = Predictor("tiny_vit_test", random_weights=True)
+    assert (unaware.choice.backend, unaware.choice.precision) == ("onnxruntime", "fp32")
     # A profile of another model, of another CPU or a corrupt one is not used.
-    assert precision_module.resolve(None, "cpu", None, model="litemedsam").source == "fallback"
+    assert (
+        precision_module.resolve(None, "cpu", None, load_profile(), model="litemedsam").source == "fallback"
+    )
     write_test_profile(configurations, machine=this_machine() | {"cpu_model": "another CPU"})
     assert load_profile() is None
     profile_path().write_text("{not json")
-    assert precision_module.resolve(None, "cpu", "auto", **QUIET, model="tiny_vit_test").source == "fallback"
+    assert (
+        precision_module.resolve(None, "cpu", "auto", load_profile(), model="tiny_vit_test").source
+        == "fallback"
+    )
 
 
 def test_tune_writes_a_profile_that_info_shows_and_auto_uses(tmp_path, monkeypatch):
@@ -243,5 +260,5 @@ def test_tune_writes_a_profile_that_info_shows_and_auto_uses(tmp_path, monkeypat
     info = CliRunner().invoke(app, ["info", "--json"])
     shown = json.loads(info.output)["profile"]
     assert shown["found"] is True and shown["choice"] == profile["choice"]
-    auto = precision_module.resolve(None, "cpu", "auto", model="tiny_vit_test")
+    auto = precision_module.resolve(None, "cpu", "auto", load_profile(), model="tiny_vit_test")
     assert {"backend": auto.backend, "precision": auto.precision} == profile["choice"]

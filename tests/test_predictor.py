@@ -28,7 +28,7 @@ def real_slice(demo_cases):
 
 @pytest.fixture(scope="module", params=["torch", "onnxruntime"])
 def tiny(request):
-    return Predictor("tiny_vit_test", backend=request.param, log=lambda m: None)
+    return Predictor("tiny_vit_test", backend=request.param)
 
 
 def _reference(model_name: str, predictor: Predictor) -> SamPredictor:
@@ -70,7 +70,7 @@ def test_tiny_predictions_match_sampredictor(tiny, real_slice, multimask):
 
 def test_litemedsam_box_prediction_matches_sampredictor(real_slice):
     image, label = real_slice
-    predictor = Predictor("litemedsam", backend="onnxruntime", log=lambda m: None)
+    predictor = Predictor("litemedsam", backend="onnxruntime")
     predictor.set_image(image)
     reference = _reference("litemedsam", predictor)
     for prompt in _prompts(label, 256):
@@ -114,7 +114,7 @@ def test_grey_uint8_and_replicated_rgb_give_the_same_embedding(tiny, real_slice)
 
 def test_onnx_encoder_batches_slices_like_one_at_a_time(real_slice):
     """The slice axis of the exported TinyViT stays dynamic (PatchMerging is made traceable)."""
-    predictor = Predictor("litemedsam", backend="onnxruntime", log=lambda m: None)
+    predictor = Predictor("litemedsam", backend="onnxruntime")
     image = real_slice[0]
     batch = np.stack([predictor.prepare_image(image), predictor.prepare_image(image[::-1].copy())])
     together = predictor.backend.encode(batch)

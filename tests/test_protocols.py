@@ -13,6 +13,7 @@ from conftest import tumour_slices
 from independent import putz_points_by_hand
 
 from samfast import Predictor
+from samfast.errors import InputError
 from samfast.eval.metrics import bounding_box, iou
 from samfast.eval.prompts import jittered_box, putz_first_point
 from samfast.eval.protocols import run_box, run_box_points, run_points_mazurowski, run_points_putz
@@ -23,7 +24,7 @@ CASE = "BraTS20_Demo_001"
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    return Predictor("litemedsam", backend="onnxruntime", log=lambda m: None)
+    return Predictor("litemedsam", backend="onnxruntime")
 
 
 @pytest.fixture(scope="module")
@@ -133,5 +134,5 @@ def test_protocol_stops_when_the_followed_mask_is_perfect():
     assert len(following) == 9 and all(p[2] == 0 for p in following[-1]["points"][1:])
     mazurowski = run_points_mazurowski(StubPredictor(gt, (0.9, 0.2, 0.1)), gt, np.random.default_rng(0))
     assert len(mazurowski) == 1
-    with pytest.raises(ValueError, match="follow"):
+    with pytest.raises(InputError, match="follow"):
         run_points_putz(stub, gt, follow="best")

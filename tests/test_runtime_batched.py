@@ -20,7 +20,7 @@ from samfast.preprocess import normalize_mr_putz
 
 def _setup(backend: str, per_case: int, demo_cases):
     """(predictor, embeddings, GT masks) of ``per_case`` tumour slices of each demo case."""
-    predictor = Predictor("litemedsam", backend=backend, log=lambda m: None)
+    predictor = Predictor("litemedsam", backend=backend)
     embeddings, gts = [], []
     for volume, mask in demo_cases.values():
         scaled = normalize_mr_putz(volume)
@@ -39,7 +39,7 @@ def setup(demo_cases):
 
 @pytest.fixture(scope="module")
 def torch_setup(demo_cases):
-    """torch: one decode per step for all slices (TorchBackend.decode_rows)."""
+    """torch: one decode per step for all slices where its info says batched_rows."""
     return _setup("torch", 1, demo_cases)
 
 
@@ -112,24 +112,20 @@ def test_batched_mazurowski_and_box_points_equal_the_per_slice_protocols(setup):
 
 
 def test_torch_one_decode_per_step_equals_the_per_slice_protocol(torch_setup):
+    from samfast.backends.torch_backend import TorchBackend
+
     predictor, embeddings, gts = torch_setup
-    calls = []
-    backend_rows = predictor.backend.decode_rows
-
-    def counted(*args):
-        calls.append(len(args[0]))
-        return backend_rows(*args)
-
     run = lambda gt: run_points_putz(predictor, gt, max_points=4)  # noqa: E731
-    predictor.backend.decode_rows = counted
-    try:
-        expected = one_by_one(predictor, embeddings, gts, run)
-        assert not calls  # on the CPU the Predictor decodes row by row (torch's batch costs more there)
-        predictor.batch_rows = True  # as on a GPU: one decode_rows call per step
-        got = run_slices(predictor, np.concatenate(embeddings), gts, "points-putz", max_points=4)
-    finally:
-        del predictor.backend.decode_rows
-        predictor.batch_rows = False
+    # on the CPU torch decodes rows one by one (its batch costs more there)
+    assert not predictor.backend.info.batched_rows
+    expected = one_by_one(predictor, embeddings, gts, run)
+    batched = TorchBackend(predictor.backend.model, "cpu", batch_rows=True)  # as on a GPU
+    assert batched.info.batched_rows
+    calls = []
+    decode_batched = batched.decode_batched
+    batched.decode_batched = lambda e, p: calls.append(len(e)) or decode_batched(e, p)
+    stepper = Predictor.from_backend("litemedsam", predictor.weights, batched)
+    got = run_slices(stepper, np.concatenate(embeddings), gts, "points-putz", max_points=4)
     assert_same_records(expected, got)
     assert len(calls) == max(len(r) for r in got) and calls[0] == len(gts)
 

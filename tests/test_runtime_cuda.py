@@ -55,7 +55,7 @@ def test_compiled_cuda_decoder_stays_close_to_fp32(sam, precision):
         fast_low, fast_iou = fast.decode(embedding, prompts(8))
     agree = ((fast_low > 0) == (low > 0)).mean()
     assert agree > 0.99 and np.abs(fast_iou - iou).mean() < 0.005
-    rows, _ = fast.decode_rows(np.repeat(embedding, 8, axis=0), prompts(8))
+    rows, _ = fast.decode_rows(np.repeat(embedding, 8, axis=0), range(8), prompts(8))
     np.testing.assert_allclose(rows, fast_low, atol=0.05)
 
 
@@ -68,8 +68,8 @@ def test_cuda_streamer_equals_the_cpu_path(sam, demo_cases):
 
     volume, _ = next(iter(demo_cases.values()))
     scaled = normalize_mr_putz(volume)
-    cuda = Predictor("litemedsam", backend="torch", device="cuda", log=lambda m: None)
-    cpu = Predictor("litemedsam", backend="torch", log=lambda m: None)
+    cuda = Predictor("litemedsam", backend="torch", device="cuda")
+    cpu = Predictor("litemedsam", backend="torch")
     zs = list(range(60, 70))
     got = dict(stream_embeddings(cuda, scaled, indices=zs, batch_size=4))
     for z in zs:

@@ -23,7 +23,7 @@ CASE = "BraTS20_Demo_001"
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    return Predictor("litemedsam", backend="onnxruntime", log=lambda m: None)
+    return Predictor("litemedsam", backend="onnxruntime")
 
 
 @pytest.fixture(scope="module")

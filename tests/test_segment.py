@@ -43,7 +43,7 @@ WHOLE_CASES = [pytest.param(CASES[0], marks=pytest.mark.slow), *CASES[1:]]
 
 @pytest.fixture(scope="module")
 def predictor():
-    return Predictor("litemedsam", backend="onnxruntime", log=lambda m: None)
+    return Predictor("litemedsam", backend="onnxruntime")
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ LIMIT = 2 * 2**20
 
 @pytest.fixture(scope="module")
 def predictor():
-    return Predictor("litemedsam", backend="onnxruntime", log=lambda m: None)
+    return Predictor("litemedsam", backend="onnxruntime")
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ H = {"X-API-Key": KEY}
 
 @pytest.fixture(scope="module")
 def predictor():
-    predictor = Predictor("litemedsam", backend="onnxruntime", log=lambda m: None)
+    predictor = Predictor("litemedsam", backend="onnxruntime")
     calls = []
     encode = predictor.backend.encode
 

@@ -32,7 +32,7 @@ def served(tmp_path_factory):
     base = tmp_path_factory.mktemp("fuzz").resolve()
     data = base / "data"
     series = build_series(tumour_crop("BraTS20_Demo_002", slices=8, size=64)[0], data / "series")
-    predictor = Predictor("tiny_vit_test", backend="onnxruntime", random_weights=True, log=lambda m: None)
+    predictor = Predictor("tiny_vit_test", backend="onnxruntime", random_weights=True)
     app = create_app(predictor, KEY, max_sessions=4, cache_slices=8, limits=Limits(allow_roots=(data,)))
     with serve_in_thread(app) as url:
         yield {"base": base, "series": series, "url": url}

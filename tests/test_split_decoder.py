@@ -14,10 +14,10 @@ from conftest import tumour_slices
 
 from samfast import Predictor, preprocess
 from samfast.backends import Prompts
+from samfast.backends.image_states import ImageStateCache
 from samfast.eval.metrics import bounding_box
 from samfast.eval.protocols import run_points_putz, run_slices
 from samfast.export.split_decoder import DecoderImageSide, DecoderPromptSide
-from samfast.runtime.image_states import ImageStateCache
 
 LOGIT_ATOL = 1e-3  # low-res logits span about ±40
 IOU_ATOL = 1e-4
@@ -26,7 +26,7 @@ IOU_ATOL = 1e-4
 @pytest.fixture(scope="module")
 def reference(demo_cases):
     """(torch predictor, embeddings (N, C, h, w), [(slice shape, GT mask)]) of 4 demo slices."""
-    predictor = Predictor("litemedsam", backend="torch", log=lambda m: None)
+    predictor = Predictor("litemedsam", backend="torch")
     embeddings, slices = [], []
     for volume, mask in demo_cases.values():
         scaled = preprocess.normalize_mr_putz(volume)
@@ -96,7 +96,7 @@ def test_split_modules_reproduce_predict_masks(reference):
 
 def test_onnxruntime_split_graphs_equal_the_reference_shared_and_per_row(reference):
     predictor, embeddings, slices = reference
-    fast = Predictor("litemedsam", backend="onnxruntime", log=lambda m: None).backend
+    fast = Predictor("litemedsam", backend="onnxruntime").backend
     assert fast.splits_decoder
     side = predictor.spec.input_size
     states = fast.image_state(embeddings)
@@ -120,7 +120,7 @@ def test_onnxruntime_split_graphs_equal_the_reference_shared_and_per_row(referen
 
 def test_predictor_computes_an_image_state_once_per_embedding(reference, demo_cases):
     reference_predictor, embeddings, slices = reference
-    predictor = Predictor("litemedsam", backend="onnxruntime", log=lambda m: None)
+    predictor = Predictor("litemedsam", backend="onnxruntime")
     calls = []
     image_state = predictor.backend.image_state
     predictor.backend.image_state = lambda e: calls.append(1) or image_state(e)
@@ -148,16 +148,16 @@ def test_predictor_computes_an_image_state_once_per_embedding(reference, demo_ca
 
 def test_batched_protocol_bounded_state_store_gives_the_same_records(reference):
     _, embeddings, slices = reference
-    predictor = Predictor("litemedsam", backend="onnxruntime", log=lambda m: None)
+    predictor = Predictor("litemedsam", backend="onnxruntime")
     expected = []
     for i, gt in enumerate(slices):
         predictor.set_image_embedding(embeddings[i : i + 1], gt.shape)
         expected.append(run_points_putz(predictor, gt, max_points=4))
     one_state = 1  # room for no state at all: every step recomputes them
     for budget in (one_state, 64 << 20):
-        predictor.image_states = ImageStateCache(predictor.backend, budget)
+        predictor.backend.image_states = ImageStateCache(predictor.backend.image_state, budget)
         got = run_slices(predictor, embeddings, slices, "points-putz", max_points=4)
-        assert (len(predictor.image_states) == 0) == (budget == one_state)
+        assert (len(predictor.backend.image_states) == 0) == (budget == one_state)
         for a_steps, b_steps in zip(expected, got, strict=True):
             assert [s["points"] for s in a_steps] == [s["points"] for s in b_steps]
             for a, b in zip(a_steps, b_steps, strict=True):
@@ -166,9 +166,9 @@ def test_batched_protocol_bounded_state_store_gives_the_same_records(reference):
 
 def test_image_state_store_keeps_what_fits_and_recomputes_the_rest(reference):
     _, embeddings, _ = reference
-    backend = Predictor("litemedsam", backend="onnxruntime", log=lambda m: None).backend
+    backend = Predictor("litemedsam", backend="onnxruntime").backend
     one = sum(v.nbytes for v in backend.image_state(embeddings[:1]).values())
-    store = ImageStateCache(backend, max_bytes=2 * one)
+    store = ImageStateCache(backend.image_state, max_bytes=2 * one)
     first = store.states(embeddings, [0, 1, 2, 3], evict=False)  # a program's scan: no eviction
     assert len(store) == 2 and store.bytes == 2 * one and store.computed == 4
     again = store.states(embeddings, [3, 1, 0, 2], evict=False)

@@ -78,9 +78,7 @@ def test_image_geometry_is_bitwise_the_same_with_one_and_two_blas_threads(demo_c
 def _decoder_outputs(threads: int, image: np.ndarray, box: np.ndarray, points: np.ndarray) -> list:
     from samfast import Predictor
 
-    predictor = Predictor(
-        "tiny_vit_test", "onnxruntime", random_weights=True, threads=threads, log=lambda m: None
-    )
+    predictor = Predictor("tiny_vit_test", "onnxruntime", random_weights=True, threads=threads)
     assert predictor.describe()["intra_op_threads"] == threads and predictor.backend.splits_decoder
     predictor.set_image(image)
     rows = np.repeat(predictor.get_image_embedding(), 3, axis=0)

@@ -80,7 +80,7 @@ def test_postprocess_masks_matches_sam_postprocess_masks_on_real_logits(demo_cas
 
     from samfast.runtime.predictor import Predictor
 
-    predictor = Predictor("litemedsam", "onnxruntime", engine_dir=engine_dir, log=lambda m: None)
+    predictor = Predictor("litemedsam", "onnxruntime", engine_dir=engine_dir)
     # Sam.postprocess_masks reads only image_encoder.img_size from the model
     sam = SimpleNamespace(image_encoder=SimpleNamespace(img_size=predictor.spec.input_size))
     volume, mask = demo_cases["BraTS20_Demo_002"]
@@ -110,7 +110,7 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 import numpy as np
 from samfast import Predictor
-predictor = Predictor("litemedsam", sys.argv[1], engine_dir=sys.argv[2], log=lambda m: None)
+predictor = Predictor("litemedsam", sys.argv[1], engine_dir=sys.argv[2])
 predictor.set_image(np.load(sys.argv[3]))
 masks, iou, low = predictor.predict(box=np.array([60, 70, 140, 150]), multimask_output=False)
 print(json.dumps({"area": int(masks.sum()), "iou": float(iou[0]), "torch": "torch" in sys.modules}))
@@ -131,7 +131,7 @@ def test_onnxruntime_and_openvino_predictors_never_import_torch(backend, engine_
     np.save(tmp_path / "slice.npy", image)
     result = run_json(_NO_TORCH, backend, engine_dir, tmp_path / "slice.npy")
     assert result["torch"] is False
-    same = Predictor("litemedsam", backend, engine_dir=engine_dir, log=lambda m: None)
+    same = Predictor("litemedsam", backend, engine_dir=engine_dir)
     same.set_image(image)
     masks, iou, _ = same.predict(box=np.array([60, 70, 140, 150]), multimask_output=False)
     assert result["area"] == int(masks.sum()) > 0 and abs(result["iou"] - float(iou[0])) < 1e-6
@@ -160,7 +160,7 @@ from fastapi.testclient import TestClient
 from samfast import Predictor
 from samfast.serve.app import create_app
 key = "k" * 24
-client = TestClient(create_app(Predictor(log=lambda m: None), key, 2, 4, 2**24))
+client = TestClient(create_app(Predictor(), key, 2, 4, 2**24))
 opened = client.post("/sessions", json={"path": volume}, headers={"X-API-Key": key})
 session = opened.json()["session"]
 clicked = client.post(
