@@ -12,6 +12,7 @@ import numpy as np
 
 from samfast.backends.base import info_fields
 from samfast.backends.exported_set import ExportedSetBackend
+from samfast.backends.openvino_compile import per_slice_requests
 from samfast.errors import InputError
 
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
@@ -79,6 +80,9 @@ class OpenVinoBackend(ExportedSetBackend):
         return self._graphs[name][:2]
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray], outputs) -> list[np.ndarray]:
+        requests = per_slice_requests(self, feeds["images"]) if graph == "encoder" else None
+        if requests is not None:  # two or more slices: one request per core, a slice each
+            return [requests.encode(feeds["images"])]
         # the encoder (one input) is compiled for its input shape; see _graph
         shape = feeds["images"].shape if graph == "encoder" else None
         model, request = self._graph(graph, shape=shape)
