@@ -141,15 +141,16 @@ int main(int argc, char** argv) {
 
   double t0 = now_ms();
   CHECK(samfast_open(argv[1], device, &model));
-  samfast_info info;
+  samfast_info info = SAMFAST_INFO_INIT();
   CHECK(samfast_get_info(model, &info));
   double t1 = now_ms();
   CHECK(samfast_set_slice(model, pixels, height, width, channels, spacing_y, spacing_x));
   double t2 = now_ms();
 
-  samfast_prompt prompt = {.box = box, .multimask = 0};
+  samfast_prompt prompt = SAMFAST_PROMPT_INIT(.box = box, .multimask = 0);
   float iou = 0.0f;
-  samfast_output out = {.masks = mask, .masks_capacity = (size_t)height * width, .iou = &iou, .iou_capacity = 1};
+  samfast_output out =
+      SAMFAST_OUTPUT_INIT(.masks = mask, .masks_capacity = (size_t)height * width, .iou = &iou, .iou_capacity = 1);
   CHECK(samfast_predict(model, &prompt, &out));
   double t3 = now_ms();
 

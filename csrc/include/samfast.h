@@ -43,6 +43,15 @@
  *    thread is predicting.
  *  - samfast_version(), samfast_status_name(), samfast_has_tensorrt() and samfast_has_backend()
  *    are safe anywhere.
+ *
+ * STRUCT SIZES (the ABI policy of csrc/README.md). Every public struct starts with
+ * `size_t struct_size`, which the caller sets to the struct's size in the header it was compiled
+ * against: with the struct's SAMFAST_*_INIT initialiser (samfast_volume_options_init for the volume
+ * options), e.g. `samfast_prompt prompt = SAMFAST_PROMPT_INIT(.box = box);`. The library reads and
+ * writes only the fields that fit within struct_size: it gives defaults to fields an older host's
+ * struct lacks, and leaves fields it does not know (a newer header's) as the caller set them.
+ * A struct_size of 0 (the struct was not initialised) or one smaller than the oldest layout this
+ * library reads is SAMFAST_ERR_INVALID_ARGUMENT, and the message names the struct.
  */
 #ifndef SAMFAST_H
 #define SAMFAST_H
@@ -62,7 +71,10 @@
 extern "C" {
 #endif
 
-#define SAMFAST_VERSION "0.2.0"
+/* The library's version: samfast_version() returns the same string. It versions the C interface
+   (the 0.x series: a minor version may change it, see csrc/README.md) and moves independently of
+   the Python package's version. */
+#define SAMFAST_VERSION "0.3.0"
 
 /* Slices whose encodings a handle keeps when samfast_options.cache_slices is 0. */
 #define SAMFAST_DEFAULT_CACHE_SLICES 4
@@ -87,7 +99,9 @@ typedef enum samfast_status {
 /* One opened export folder: modules, the current slice's embedding and geometry. */
 typedef struct samfast_model samfast_model;
 
+/* Filled by samfast_get_info; the caller sets struct_size (SAMFAST_INFO_INIT()). */
 typedef struct samfast_info {
+  size_t struct_size;     /* set by the caller: sizeof(samfast_info) */
   char model[32];         /* registry name from the manifest, e.g. "litemedsam" */
   char weights[96];       /* weights label from the manifest ("sha256:..." or "RANDOM WEIGHTS ...") */
   char format[16];        /* "onnx", "torchscript" or "engine" */
@@ -102,8 +116,10 @@ typedef struct samfast_info {
   size_t slice_bytes;     /* bytes one kept slice holds (embedding, split decoder state) */
 } samfast_info;
 
-/* How samfast_open_with opens a set. Zero-initialise it ({0}) and set what you need. */
+/* How samfast_open_with opens a set. Initialise it with SAMFAST_OPTIONS_INIT() (every field zero: the
+   defaults) and set what you need, e.g. SAMFAST_OPTIONS_INIT(.backend = "openvino"). */
 typedef struct samfast_options {
+  size_t struct_size;    /* set by the caller: sizeof(samfast_options) */
   const char* backend;   /* NULL or "": the set's format decides ("onnx" -> "openvino",
                             "torchscript" -> "libtorch", "engine" -> "tensorrt"); else one of those
                             names, which must be the one for the set's format */
@@ -118,6 +134,7 @@ typedef struct samfast_options {
 
 /* One prompt set, in slice pixel coordinates. At least one of box, points, mask_input. */
 typedef struct samfast_prompt {
+  size_t struct_size;      /* set by the caller: sizeof(samfast_prompt) */
   const float* box;        /* 4 floats x0, y0, x1, y1 (x0 < x1, y0 < y1, inside the slice), or NULL */
   const float* points;     /* n_points (x, y) pairs, or NULL when n_points == 0 */
   const int* labels;       /* n_points labels: 1 foreground, 0 background */
@@ -130,6 +147,7 @@ typedef struct samfast_prompt {
    capacity smaller than the call needs is SAMFAST_ERR_BUFFER_TOO_SMALL (n_masks then says how many
    masks the call would have written). */
 typedef struct samfast_output {
+  size_t struct_size;      /* set by the caller: sizeof(samfast_output) */
   uint8_t* masks;          /* required: n_masks * height * width, row-major, 1 inside / 0 outside */
   size_t masks_capacity;
   float* iou;              /* n_masks predicted IoUs, or NULL */
@@ -139,6 +157,17 @@ typedef struct samfast_output {
   size_t low_res_capacity;
   int n_masks;             /* written by samfast_predict: 1 or 3 */
 } samfast_output;
+
+/* Initialisers that set struct_size (see STRUCT SIZES) and any fields named, the rest zero:
+     samfast_info info = SAMFAST_INFO_INIT();
+     samfast_output out = SAMFAST_OUTPUT_INIT(.masks = mask, .masks_capacity = n);
+     samfast_open_with(dir, &(samfast_options)SAMFAST_OPTIONS_INIT(.cache_slices = 2), &model);
+   They expand to a braced initialiser with designators (C99; C++20 takes them too, fields in order).
+   Without them: zero the struct, then set struct_size = sizeof the struct. */
+#define SAMFAST_INFO_INIT(...) {.struct_size = sizeof(samfast_info), __VA_ARGS__}
+#define SAMFAST_OPTIONS_INIT(...) {.struct_size = sizeof(samfast_options), __VA_ARGS__}
+#define SAMFAST_PROMPT_INIT(...) {.struct_size = sizeof(samfast_prompt), __VA_ARGS__}
+#define SAMFAST_OUTPUT_INIT(...) {.struct_size = sizeof(samfast_output), __VA_ARGS__}
 
 /* Library version string: SAMFAST_VERSION, the version of this header (see csrc/README.md, ABI policy). */
 SAMFAST_API const char* samfast_version(void);
@@ -170,13 +199,14 @@ SAMFAST_API samfast_status samfast_set_num_threads(int n);
 SAMFAST_API samfast_status samfast_open(const char* export_dir, const char* device,
                                         samfast_model** out_model);
 
-/* samfast_open with options (NULL: all defaults). */
+/* samfast_open with options (NULL: all defaults; else struct_size set, see STRUCT SIZES). */
 SAMFAST_API samfast_status samfast_open_with(const char* export_dir, const samfast_options* options,
                                              samfast_model** out_model);
 
 /* Free a handle and everything it holds. NULL is accepted. */
 SAMFAST_API void samfast_close(samfast_model* model);
 
+/* Describe the handle: fills out_info (its struct_size set, see STRUCT SIZES). */
 SAMFAST_API samfast_status samfast_get_info(const samfast_model* model, samfast_info* out_info);
 
 /*
@@ -195,7 +225,8 @@ SAMFAST_API samfast_status samfast_set_slice(samfast_model* model, const float* 
 SAMFAST_API samfast_status samfast_get_slice(const samfast_model* model, int* height, int* width,
                                              double* spacing_y, double* spacing_x);
 
-/* Decode one prompt set against the current slice; fills out (see samfast_output). */
+/* Decode one prompt set against the current slice; fills out (see samfast_output). Both structs
+   need struct_size (SAMFAST_PROMPT_INIT, SAMFAST_OUTPUT_INIT). */
 SAMFAST_API samfast_status samfast_predict(samfast_model* model, const samfast_prompt* prompt,
                                            samfast_output* out);
 
@@ -227,6 +258,7 @@ SAMFAST_API samfast_status samfast_predict(samfast_model* model, const samfast_p
 /* The walk's constants. Fill with samfast_volume_options_init (the defaults; a zero field is a
    real value here: momentum 0 is the mask's box alone), then change what you need. */
 typedef struct samfast_volume_options {
+  size_t struct_size;     /* set by samfast_volume_options_init */
   double margin_mm;       /* >= 0; default 5 */
   double momentum;        /* 0..1, share of the previous box kept; default 0.7 */
   double shape_prior;     /* 0..1; default 1 */
@@ -236,8 +268,12 @@ typedef struct samfast_volume_options {
   double min_score;       /* one-slice box only; default 0.6 */
 } samfast_volume_options;
 
-/* The default rule (SAMFAST_VOLUME_RULE's constants). NULL is accepted (does nothing). */
-SAMFAST_API void samfast_volume_options_init(samfast_volume_options* options);
+/* Fill options with the default rule (SAMFAST_VOLUME_RULE's constants) and struct_size with
+   struct_size, which the caller passes as sizeof(samfast_volume_options):
+     samfast_volume_options options;
+     samfast_volume_options_init(&options, sizeof options);
+   NULL, or a struct_size refused as STRUCT SIZES says: SAMFAST_ERR_INVALID_ARGUMENT. */
+SAMFAST_API samfast_status samfast_volume_options_init(samfast_volume_options* options, size_t struct_size);
 
 /*
  * Segment a volume from one 3D box (see VOLUME FROM ONE 3D BOX).
@@ -249,7 +285,7 @@ SAMFAST_API void samfast_volume_options_init(samfast_volume_options* options);
  *         (else SAMFAST_ERR_OUT_OF_RANGE); corners are then clipped to the voxel centres and z0 /
  *         z1 rounded to slices (half to even). x0 > x1, y0 > y1 or z0 > z1 (inverted) and a box
  *         empty in-plane (x0 == x1 or y0 == y1 after clipping) are SAMFAST_ERR_INVALID_ARGUMENT.
- *  options: NULL for the defaults (samfast_volume_options_init).
+ *  options: NULL for the defaults, else filled by samfast_volume_options_init (struct_size set).
  *  out_mask: depth * height * width bytes, written: 1 inside, 0 outside.
  *  out_scores: depth floats, or NULL: each segmented slice's predicted IoU, NaN elsewhere.
  *  out_boxes: 4 * depth floats, or NULL: the box x0 y0 x1 y1 each segmented slice was prompted

@@ -8,6 +8,7 @@
 #include <new>
 #include <string>
 
+#include "abi.hpp"
 #include "error.hpp"
 #include "model.hpp"
 #include "samfast.h"
@@ -111,11 +112,12 @@ SAMFAST_API samfast_status samfast_open_with(const char* export_dir, const samfa
     need(export_dir, "export_dir");
     samfast::OpenOptions open;
     if (options) {
-      open.backend = options->backend ? options->backend : "";
-      open.device = options->device ? options->device : "";
-      open.precision = options->precision ? options->precision : "";
-      open.cache_slices = options->cache_slices;
-      open.threads = options->threads;
+      const samfast_options o = samfast::read_struct(*options, samfast_options{});
+      open.backend = o.backend ? o.backend : "";
+      open.device = o.device ? o.device : "";
+      open.precision = o.precision ? o.precision : "";
+      open.cache_slices = o.cache_slices;
+      open.threads = o.threads;
     }
     auto model = std::make_unique<samfast_model>();
     model->impl = std::make_unique<samfast::Model>(export_dir, open);
@@ -125,6 +127,7 @@ SAMFAST_API samfast_status samfast_open_with(const char* export_dir, const samfa
 
 SAMFAST_API samfast_status samfast_open(const char* export_dir, const char* device, samfast_model** out_model) {
   samfast_options options{};
+  options.struct_size = sizeof options;
   options.device = device;
   return samfast_open_with(export_dir, &options, out_model);
 }
@@ -147,7 +150,10 @@ SAMFAST_API samfast_status samfast_get_info(const samfast_model* model, samfast_
   return guarded([&] {
     need(model, "model");
     need(out_info, "out_info");
-    model->impl->info(*out_info);
+    samfast::known_bytes<samfast_info>(out_info->struct_size);
+    samfast_info info{};
+    model->impl->info(info);
+    samfast::write_struct(*out_info, out_info->struct_size, info);
   });
 }
 
@@ -172,12 +178,25 @@ SAMFAST_API samfast_status samfast_predict(samfast_model* model, const samfast_p
     need(model, "model");
     need(prompt, "prompt");
     need(out, "out");
-    model->impl->predict(*prompt, *out);
+    const samfast_prompt p = samfast::read_struct(*prompt, samfast_prompt{});
+    samfast_output o = samfast::read_struct(*out, samfast_output{});
+    try {
+      model->impl->predict(p, o);
+    } catch (...) {
+      samfast::write_struct(*out, out->struct_size, o);  // n_masks also tells a short buffer's need
+      throw;
+    }
+    samfast::write_struct(*out, out->struct_size, o);
   });
 }
 
-SAMFAST_API void samfast_volume_options_init(samfast_volume_options* options) {
-  if (options) samfast::default_volume_options(*options);
+SAMFAST_API samfast_status samfast_volume_options_init(samfast_volume_options* options, size_t struct_size) {
+  return guarded([&] {
+    need(options, "options");
+    samfast_volume_options defaults;
+    samfast::default_volume_options(defaults);
+    samfast::write_struct(*options, struct_size, defaults);
+  });
 }
 
 SAMFAST_API samfast_status samfast_segment_volume(samfast_model* model, const float* volume, int depth, int height,
@@ -186,10 +205,8 @@ SAMFAST_API samfast_status samfast_segment_volume(samfast_model* model, const fl
                                                   uint8_t* out_mask, float* out_scores, float* out_boxes) {
   return guarded([&] {
     need(model, "model");
-    samfast_volume_options defaults;
-    samfast::default_volume_options(defaults);
     samfast::segment_volume(*model->impl, volume, depth, height, width, spacing_z, spacing_y, spacing_x, box3d,
-                            options ? *options : defaults, out_mask, out_scores, out_boxes);
+                            options, out_mask, out_scores, out_boxes);
   });
 }
 

@@ -8,6 +8,7 @@
 #include <limits>
 #include <string>
 
+#include "abi.hpp"
 #include "error.hpp"
 
 // The walk is compared with Python's mask for mask: every box is computed in the precision numpy
@@ -242,6 +243,7 @@ void check_options(const samfast_volume_options& o) {
 
 void default_volume_options(samfast_volume_options& o) {
   o = samfast_volume_options{};
+  o.struct_size = sizeof o;
   o.margin_mm = 5.0;
   o.momentum = 0.7;
   o.shape_prior = 1.0;
@@ -252,7 +254,7 @@ void default_volume_options(samfast_volume_options& o) {
 }
 
 void segment_volume(Model& model, const float* volume, int depth, int height, int width, double spacing_z,
-                    double spacing_y, double spacing_x, const float* box3d, const samfast_volume_options& options,
+                    double spacing_y, double spacing_x, const float* box3d, const samfast_volume_options* given,
                     uint8_t* out_mask, float* out_scores, float* out_boxes) {
   if (!volume) fail(SAMFAST_ERR_INVALID_ARGUMENT, "volume is NULL");
   if (!box3d) fail(SAMFAST_ERR_INVALID_ARGUMENT, "box3d is NULL");
@@ -273,6 +275,9 @@ void segment_volume(Model& model, const float* volume, int depth, int height, in
       if (!(std::isfinite(s) && s > 0))
         fail(SAMFAST_ERR_INVALID_ARGUMENT, "spacing must be finite and > 0 (mm per voxel), got z " + number(spacing_z) +
                                                ", y " + number(spacing_y) + ", x " + number(spacing_x));
+    samfast_volume_options defaults;
+    default_volume_options(defaults);
+    const samfast_volume_options options = given ? read_struct(*given, defaults) : defaults;
     check_options(options);
     for (int i = 0; i < 6; ++i)
       if (!std::isfinite(box3d[i])) fail(SAMFAST_ERR_INVALID_ARGUMENT, "3D box coordinates must be finite numbers");

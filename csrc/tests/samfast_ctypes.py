@@ -29,70 +29,81 @@ STATUS_NAMES = [
 _f32p = ctypes.POINTER(ctypes.c_float)
 _u8p = ctypes.POINTER(ctypes.c_uint8)
 _intp = ctypes.POINTER(ctypes.c_int)
+_text, _size, _int, _double = ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_double
 
 
-class Info(ctypes.Structure):
-    _fields_ = [
-        ("model", ctypes.c_char * 32),
-        ("weights", ctypes.c_char * 96),
-        ("format", ctypes.c_char * 16),
-        ("backend", ctypes.c_char * 16),
-        ("device", ctypes.c_char * 16),
-        ("precision", ctypes.c_char * 8),
-        ("normalization", ctypes.c_char * 16),
-        ("input_size", ctypes.c_int),
-        ("low_res_size", ctypes.c_int),
-        ("embedding_channels", ctypes.c_int),
-        ("embedding_height", ctypes.c_int),
-        ("embedding_width", ctypes.c_int),
-        ("cache_slices", ctypes.c_int),
-        ("slice_bytes", ctypes.c_size_t),
-    ]
+def _chars(n: int):
+    return ctypes.c_char * n
 
 
-class Options(ctypes.Structure):
-    _fields_ = [
-        ("backend", ctypes.c_char_p),
-        ("device", ctypes.c_char_p),
-        ("precision", ctypes.c_char_p),
-        ("cache_slices", ctypes.c_int),
-        ("threads", ctypes.c_int),
-    ]
+def _sized(*fields) -> list:
+    """A samfast.h struct's fields: ``struct_size`` first, then ``fields`` in order."""
+    return [("struct_size", _size), *fields]
 
 
-class Prompt(ctypes.Structure):
-    _fields_ = [
-        ("box", _f32p),
-        ("points", _f32p),
-        ("labels", _intp),
-        ("n_points", ctypes.c_int),
-        ("mask_input", _f32p),
-        ("multimask", ctypes.c_int),
-    ]
+class _Sized(ctypes.Structure):
+    """A samfast.h struct, its struct_size set to this layout's size as SAMFAST_*_INIT does."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(ctypes.sizeof(type(self)), *args, **kwargs)
+
+    def values(self) -> dict:
+        """The fields after struct_size, text decoded."""
+        got = {name: getattr(self, name) for name, _ in self._fields_[1:]}
+        return {k: v.decode() if isinstance(v, bytes) else v for k, v in got.items()}
 
 
-class Output(ctypes.Structure):
-    _fields_ = [
-        ("masks", _u8p),
-        ("masks_capacity", ctypes.c_size_t),
-        ("iou", _f32p),
-        ("iou_capacity", ctypes.c_size_t),
-        ("low_res", _f32p),
-        ("low_res_capacity", ctypes.c_size_t),
-        ("n_masks", ctypes.c_int),
-    ]
+class Info(_Sized):
+    _fields_ = _sized(("model", _chars(32)), ("weights", _chars(96)), ("format", _chars(16)))
+    _fields_ += [("backend", _chars(16)), ("device", _chars(16)), ("precision", _chars(8))]
+    _fields_ += [("normalization", _chars(16)), ("input_size", _int), ("low_res_size", _int)]
+    _fields_ += [("embedding_channels", _int), ("embedding_height", _int), ("embedding_width", _int)]
+    _fields_ += [("cache_slices", _int), ("slice_bytes", _size)]
 
 
-class VolumeOptions(ctypes.Structure):
-    _fields_ = [
-        ("margin_mm", ctypes.c_double),
-        ("momentum", ctypes.c_double),
-        ("shape_prior", ctypes.c_double),
-        ("min_pixels", ctypes.c_int),
-        ("min_overlap", ctypes.c_double),
-        ("min_score_ratio", ctypes.c_double),
-        ("min_score", ctypes.c_double),
-    ]
+class Options(_Sized):
+    _fields_ = _sized(("backend", _text), ("device", _text), ("precision", _text))
+    _fields_ += [("cache_slices", _int), ("threads", _int)]
+
+
+class Prompt(_Sized):
+    _fields_ = _sized(("box", _f32p), ("points", _f32p), ("labels", _intp), ("n_points", _int))
+    _fields_ += [("mask_input", _f32p), ("multimask", _int)]
+
+
+class Output(_Sized):
+    _fields_ = _sized(("masks", _u8p), ("masks_capacity", _size), ("iou", _f32p), ("iou_capacity", _size))
+    _fields_ += [("low_res", _f32p), ("low_res_capacity", _size), ("n_masks", _int)]
+
+
+class VolumeOptions(_Sized):
+    _fields_ = _sized(("margin_mm", _double), ("momentum", _double), ("shape_prior", _double))
+    _fields_ += [("min_pixels", _int), ("min_overlap", _double), ("min_score_ratio", _double)]
+    _fields_ += [("min_score", _double)]
+
+
+# name: (restype, argtypes); samfast_status is an int.
+_model, _status, _volume_options = ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(VolumeOptions)
+_SIGNATURES = {
+    "samfast_version": (_text, []),
+    "samfast_status_name": (_text, [_int]),
+    "samfast_last_error": (_text, []),
+    "samfast_has_tensorrt": (_int, []),
+    "samfast_has_backend": (_int, [_text]),
+    "samfast_set_num_threads": (_status, [_int]),
+    "samfast_open": (_status, [_text, _text, ctypes.POINTER(_model)]),
+    "samfast_open_with": (_status, [_text, ctypes.POINTER(Options), ctypes.POINTER(_model)]),
+    "samfast_close": (None, [_model]),
+    "samfast_get_info": (_status, [_model, ctypes.POINTER(Info)]),
+    "samfast_set_slice": (_status, [_model, _f32p, _int, _int, _int, _double, _double]),
+    "samfast_get_slice": (_status, [_model, _intp, _intp, ctypes.c_void_p, ctypes.c_void_p]),
+    "samfast_predict": (_status, [_model, ctypes.POINTER(Prompt), ctypes.POINTER(Output)]),
+    "samfast_volume_options_init": (_status, [_volume_options, _size]),
+    "samfast_segment_volume": (
+        _status,
+        [_model, _f32p, *[_int] * 3, *[_double] * 3, _f32p, _volume_options, _u8p, _f32p, _f32p],
+    ),
+}
 
 
 class SamfastCError(Exception):
@@ -110,58 +121,22 @@ def _ptr(array: np.ndarray | None, kind):
 class Library:
     def __init__(self, path: str | Path) -> None:
         lib = ctypes.CDLL(str(path))
-        lib.samfast_version.restype = ctypes.c_char_p
-        lib.samfast_status_name.restype = ctypes.c_char_p
-        lib.samfast_status_name.argtypes = [ctypes.c_int]
-        lib.samfast_last_error.restype = ctypes.c_char_p
-        lib.samfast_has_tensorrt.restype = ctypes.c_int
-        lib.samfast_set_num_threads.argtypes = [ctypes.c_int]
-        lib.samfast_has_backend.restype = ctypes.c_int
-        lib.samfast_has_backend.argtypes = [ctypes.c_char_p]
-        lib.samfast_open.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]
-        lib.samfast_open_with.argtypes = [
-            ctypes.c_char_p,
-            ctypes.POINTER(Options),
-            ctypes.POINTER(ctypes.c_void_p),
-        ]
-        lib.samfast_close.argtypes = [ctypes.c_void_p]
-        lib.samfast_close.restype = None
-        lib.samfast_get_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(Info)]
-        lib.samfast_set_slice.argtypes = [
-            ctypes.c_void_p,
-            _f32p,
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.c_double,
-            ctypes.c_double,
-        ]
-        lib.samfast_get_slice.argtypes = [ctypes.c_void_p, _intp, _intp, ctypes.c_void_p, ctypes.c_void_p]
-        lib.samfast_predict.argtypes = [ctypes.c_void_p, ctypes.POINTER(Prompt), ctypes.POINTER(Output)]
-        lib.samfast_volume_options_init.argtypes = [ctypes.POINTER(VolumeOptions)]
-        lib.samfast_volume_options_init.restype = None
-        lib.samfast_segment_volume.argtypes = [
-            ctypes.c_void_p,
-            _f32p,
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.c_double,
-            ctypes.c_double,
-            ctypes.c_double,
-            _f32p,
-            ctypes.POINTER(VolumeOptions),
-            _u8p,
-            _f32p,
-            _f32p,
-        ]
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            function = getattr(lib, name)
+            function.restype, function.argtypes = restype, argtypes
         self.lib = lib
+
+    def volume_options(self, **changes) -> VolumeOptions:
+        """samfast_volume_options_init's defaults, with ``changes``."""
+        options = VolumeOptions()
+        self.check(self.lib.samfast_volume_options_init(ctypes.byref(options), ctypes.sizeof(options)))
+        for name, value in changes.items():
+            setattr(options, name, value)
+        return options
 
     def volume_defaults(self) -> dict:
         """samfast_volume_options_init's values."""
-        options = VolumeOptions()
-        self.lib.samfast_volume_options_init(ctypes.byref(options))
-        return {name: getattr(options, name) for name, _ in VolumeOptions._fields_}
+        return self.volume_options().values()
 
     @property
     def version(self) -> str:
@@ -202,24 +177,16 @@ class Model:
                 for k in ("backend", "precision")
             }
             opts = Options(
-                text["backend"],
-                device_bytes,
-                text["precision"],
-                int(options.get("cache_slices", 0)),
-                int(options.get("threads", 0)),
+                device=device_bytes,
+                cache_slices=int(options.get("cache_slices", 0)),
+                threads=int(options.get("threads", 0)),
+                **text,
             )
             status = library.lib.samfast_open_with(encoded, ctypes.byref(opts), ctypes.byref(self.handle))
         library.check(status)
         info = Info()
         library.check(library.lib.samfast_get_info(self.handle, ctypes.byref(info)))
-        self.info = {
-            name: (
-                getattr(info, name).decode()
-                if isinstance(getattr(info, name), bytes)
-                else getattr(info, name)
-            )
-            for name, _ in Info._fields_
-        }
+        self.info = info.values()
         self.size: tuple[int, int] | None = None
 
     def close(self) -> None:
@@ -268,21 +235,20 @@ class Model:
         iou = np.zeros(max(capacity["iou"], 1), np.float32)
         low_res = np.zeros(max(capacity["low_res"], 1), np.float32) if want_low_res else None
         prompt = Prompt(
-            _ptr(box, _f32p),
-            _ptr(pts, _f32p),
-            _ptr(labs, _intp),
-            0 if pts is None else len(pts),
-            _ptr(mask, _f32p),
-            int(multimask),
+            box=_ptr(box, _f32p),
+            points=_ptr(pts, _f32p),
+            labels=_ptr(labs, _intp),
+            n_points=0 if pts is None else len(pts),
+            mask_input=_ptr(mask, _f32p),
+            multimask=int(multimask),
         )
         out = Output(
-            _ptr(masks, _u8p),
-            capacity["masks"],
-            _ptr(iou, _f32p),
-            capacity["iou"],
-            _ptr(low_res, _f32p),
-            capacity["low_res"] if want_low_res else 0,
-            0,
+            masks=_ptr(masks, _u8p),
+            masks_capacity=capacity["masks"],
+            iou=_ptr(iou, _f32p),
+            iou_capacity=capacity["iou"],
+            low_res=_ptr(low_res, _f32p),
+            low_res_capacity=capacity["low_res"] if want_low_res else 0,
         )
         self.library.check(
             self.library.lib.samfast_predict(self.handle, ctypes.byref(prompt), ctypes.byref(out))
@@ -307,12 +273,7 @@ class Model:
         volume = np.ascontiguousarray(volume, dtype=np.float32)
         depth, height, width = volume.shape
         box = np.ascontiguousarray(box3d, np.float32).reshape(6)
-        opts = None
-        if options is not None:
-            opts = VolumeOptions()
-            self.library.lib.samfast_volume_options_init(ctypes.byref(opts))
-            for name, value in options.items():
-                setattr(opts, name, value)
+        opts = None if options is None else self.library.volume_options(**options)
         mask = np.zeros(volume.shape, np.uint8)
         scores = np.zeros(depth, np.float32)
         boxes = np.zeros((depth, 4), np.float32)

@@ -2,6 +2,8 @@
  * test_capi: the C interface from C (this file is compiled as C11, so the header stays pure C).
  *
  *   test_capi api     SET_DIR          argument checks, NULL pointers, status codes and messages
+ *   test_capi abi     SET_DIR          struct_size in every public struct (set, refused when 0 or too
+ *                                      small, a newer caller's larger struct read); one version string
  *   test_capi options SET_DIR          samfast_open_with: backend, precision, cache_slices, threads
  *   test_capi cache   SET_DIR          the slice cache gives what a fresh encoding gives
  *   test_capi threads SET_DIR          thread-local last error; two handles on two threads at once
@@ -15,6 +17,7 @@
 #include <samfast.h>
 
 #include <math.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,7 +94,7 @@ static int test_api(const char* dir) {
 
   EXPECT_STATUS(samfast_open(dir, "cpu", &model), SAMFAST_OK, "");
   if (!model) return report();
-  samfast_info info;
+  samfast_info info = SAMFAST_INFO_INIT();
   EXPECT_STATUS(samfast_get_info(model, &info), SAMFAST_OK, "");
   EXPECT_STATUS(samfast_get_info(NULL, &info), SAMFAST_ERR_INVALID_ARGUMENT, "model is NULL");
   EXPECT_STATUS(samfast_get_info(model, NULL), SAMFAST_ERR_INVALID_ARGUMENT, "out_info is NULL");
@@ -111,10 +114,11 @@ static int test_api(const char* dir) {
 
   /* predict before any slice */
   float box[4] = {20, 30, 120, 110};
-  samfast_prompt prompt = {.box = box};
+  samfast_prompt prompt = SAMFAST_PROMPT_INIT(.box = box);
   uint8_t* masks = malloc(3 * 200 * 150);
   float iou[3], *low_res = malloc(sizeof(float) * 3 * low * low);
-  samfast_output out = {.masks = masks, .masks_capacity = 3 * 200 * 150, .iou = iou, .iou_capacity = 3};
+  samfast_output out =
+      SAMFAST_OUTPUT_INIT(.masks = masks, .masks_capacity = 3 * 200 * 150, .iou = iou, .iou_capacity = 3);
   EXPECT_STATUS(samfast_predict(model, &prompt, &out), SAMFAST_ERR_NO_SLICE, "no slice set");
   EXPECT_STATUS(samfast_get_slice(model, NULL, NULL, NULL, NULL), SAMFAST_ERR_NO_SLICE, "no slice set");
 
@@ -144,33 +148,33 @@ static int test_api(const char* dir) {
   /* prompts */
   EXPECT_STATUS(samfast_predict(model, NULL, &out), SAMFAST_ERR_INVALID_ARGUMENT, "prompt is NULL");
   EXPECT_STATUS(samfast_predict(model, &prompt, NULL), SAMFAST_ERR_INVALID_ARGUMENT, "out is NULL");
-  samfast_prompt empty = {0};
+  samfast_prompt empty = SAMFAST_PROMPT_INIT();
   EXPECT_STATUS(samfast_predict(model, &empty, &out), SAMFAST_ERR_INVALID_ARGUMENT, "at least one prompt");
   float outside[4] = {150, 100, 201, 140};
-  samfast_prompt p_out = {.box = outside};
+  samfast_prompt p_out = SAMFAST_PROMPT_INIT(.box = outside);
   EXPECT_STATUS(samfast_predict(model, &p_out, &out), SAMFAST_ERR_OUT_OF_RANGE, "outside the 200x150 slice");
   float edge[4] = {0, 0, 200, 150}; /* the border itself is inside, as in the Python predictor */
-  samfast_prompt p_edge = {.box = edge};
+  samfast_prompt p_edge = SAMFAST_PROMPT_INIT(.box = edge);
   EXPECT_STATUS(samfast_predict(model, &p_edge, &out), SAMFAST_OK, "");
   float inverted[4] = {120, 30, 20, 110};
-  samfast_prompt p_inv = {.box = inverted};
+  samfast_prompt p_inv = SAMFAST_PROMPT_INIT(.box = inverted);
   EXPECT_STATUS(samfast_predict(model, &p_inv, &out), SAMFAST_ERR_INVALID_ARGUMENT, "empty or inverted");
   float nan_box[4] = {20, NAN, 120, 110};
-  samfast_prompt p_nan = {.box = nan_box};
+  samfast_prompt p_nan = SAMFAST_PROMPT_INIT(.box = nan_box);
   EXPECT_STATUS(samfast_predict(model, &p_nan, &out), SAMFAST_ERR_INVALID_ARGUMENT, "finite");
   float points[4] = {60, 70, 10, 149};
   int labels[2] = {1, 0};
-  samfast_prompt p_pts = {.points = points, .labels = labels, .n_points = 2};
+  samfast_prompt p_pts = SAMFAST_PROMPT_INIT(.points = points, .labels = labels, .n_points = 2);
   EXPECT_STATUS(samfast_predict(model, &p_pts, &out), SAMFAST_OK, "");
-  samfast_prompt p_nolab = {.points = points, .n_points = 2};
+  samfast_prompt p_nolab = SAMFAST_PROMPT_INIT(.points = points, .n_points = 2);
   EXPECT_STATUS(samfast_predict(model, &p_nolab, &out), SAMFAST_ERR_INVALID_ARGUMENT, "labels is NULL");
-  samfast_prompt p_neg = {.points = points, .labels = labels, .n_points = -1};
+  samfast_prompt p_neg = SAMFAST_PROMPT_INIT(.points = points, .labels = labels, .n_points = -1);
   EXPECT_STATUS(samfast_predict(model, &p_neg, &out), SAMFAST_ERR_INVALID_ARGUMENT, "n_points");
   int bad_labels[2] = {1, 2};
-  samfast_prompt p_badlab = {.points = points, .labels = bad_labels, .n_points = 2};
+  samfast_prompt p_badlab = SAMFAST_PROMPT_INIT(.points = points, .labels = bad_labels, .n_points = 2);
   EXPECT_STATUS(samfast_predict(model, &p_badlab, &out), SAMFAST_ERR_INVALID_ARGUMENT, "labels must be 1");
   float far_point[2] = {60, 151};
-  samfast_prompt p_far = {.points = far_point, .labels = labels, .n_points = 1};
+  samfast_prompt p_far = SAMFAST_PROMPT_INIT(.points = far_point, .labels = labels, .n_points = 1);
   EXPECT_STATUS(samfast_predict(model, &p_far, &out), SAMFAST_ERR_OUT_OF_RANGE, "point 0 (60, 151) lies outside");
 
   /* output capacities */
@@ -201,13 +205,13 @@ static int test_api(const char* dir) {
   int binary = 1;
   for (int i = 0; i < 3 * 200 * 150; ++i) binary &= masks[i] <= 1;
   EXPECT(binary, "masks hold 0 or 1");
-  samfast_prompt feedback = {.box = box, .mask_input = low_res};
+  samfast_prompt feedback = SAMFAST_PROMPT_INIT(.box = box, .mask_input = low_res);
   out.iou_capacity = 1;
   EXPECT_STATUS(samfast_predict(model, &feedback, &out), SAMFAST_OK, "");
   EXPECT(out.n_masks == 1, "n_masks %d", out.n_masks);
   low_res[5] = INFINITY;
   EXPECT_STATUS(samfast_predict(model, &feedback, &out), SAMFAST_ERR_INVALID_ARGUMENT, "mask_input");
-  samfast_prompt mask_only = {.mask_input = low_res + low * low};
+  samfast_prompt mask_only = SAMFAST_PROMPT_INIT(.mask_input = low_res + low * low);
   EXPECT_STATUS(samfast_predict(model, &mask_only, &out), SAMFAST_OK, "");
 
   /* three channels */
@@ -245,8 +249,9 @@ static void* run_job(void* arg) {
   samfast_model* model = NULL;
   float* pixels = make_slice(150, 200, 1, j->shift);
   float box[4] = {20, 30, 120, 110};
-  samfast_prompt prompt = {.box = box};
-  samfast_output out = {.masks = j->mask, .masks_capacity = sizeof j->mask, .iou = &j->iou, .iou_capacity = 1};
+  samfast_prompt prompt = SAMFAST_PROMPT_INIT(.box = box);
+  samfast_output out =
+      SAMFAST_OUTPUT_INIT(.masks = j->mask, .masks_capacity = sizeof j->mask, .iou = &j->iou, .iou_capacity = 1);
   j->status = samfast_open(j->dir, NULL, &model);
   if (j->status == SAMFAST_OK) j->status = samfast_set_slice(model, pixels, 150, 200, 1, 1, 1);
   for (int i = 0; i < 3 && j->status == SAMFAST_OK; ++i) j->status = samfast_predict(model, &prompt, &out);
@@ -304,8 +309,10 @@ static int cycle(const char* dir, const float* pixels, int height, int width, ui
   float box[4] = {40, 50, 190, 170};
   float points[2] = {110, 120};
   int labels[1] = {1};
-  samfast_prompt prompt = {.box = box, .points = points, .labels = labels, .n_points = 1, .multimask = 1};
-  samfast_output out = {.masks = masks, .masks_capacity = (size_t)3 * height * width, .iou = iou, .iou_capacity = 3};
+  samfast_prompt prompt =
+      SAMFAST_PROMPT_INIT(.box = box, .points = points, .labels = labels, .n_points = 1, .multimask = 1);
+  samfast_output out =
+      SAMFAST_OUTPUT_INIT(.masks = masks, .masks_capacity = (size_t)3 * height * width, .iou = iou, .iou_capacity = 3);
   samfast_status s = samfast_open(dir, NULL, &model);
   if (s == SAMFAST_OK) s = samfast_set_slice(model, pixels, height, width, 1, 1, 1);
   if (s == SAMFAST_OK) s = samfast_predict(model, &prompt, &out);
@@ -345,6 +352,9 @@ static int test_memory(const char* dir, int n, long limit) {
 
 /* ---- options, cache, no_libtorch ------------------------------------------------------------ */
 
+/* A samfast_options value: struct_size set, the fields named. */
+#define OPTIONS(...) ((samfast_options)SAMFAST_OPTIONS_INIT(__VA_ARGS__))
+
 static int open_status(const char* dir, samfast_options options, samfast_info* info) {
   samfast_model* model = NULL;
   samfast_status s = samfast_open_with(dir, &options, &model);
@@ -355,7 +365,7 @@ static int open_status(const char* dir, samfast_options options, samfast_info* i
 }
 
 static int test_options(const char* dir) {
-  samfast_info info;
+  samfast_info info = SAMFAST_INFO_INIT();
   samfast_model* model = (samfast_model*)0x1;
   EXPECT_STATUS(samfast_open_with(dir, NULL, &model), SAMFAST_OK, "");
   samfast_get_info(model, &info);
@@ -363,29 +373,29 @@ static int test_options(const char* dir) {
   int onnx = strcmp(info.format, "onnx") == 0;
   const char* own = onnx ? "openvino" : "libtorch";
   const char* other = onnx ? "libtorch" : "openvino";
-  EXPECT_STATUS(open_status(dir, (samfast_options){.backend = own}, NULL), SAMFAST_OK, "");
-  EXPECT_STATUS(open_status(dir, (samfast_options){.backend = other}, NULL), SAMFAST_ERR_INVALID_ARGUMENT,
+  EXPECT_STATUS(open_status(dir, OPTIONS(.backend = own), NULL), SAMFAST_OK, "");
+  EXPECT_STATUS(open_status(dir, OPTIONS(.backend = other), NULL), SAMFAST_ERR_INVALID_ARGUMENT,
                 onnx ? "format is onnx, which runs on openvino" : "format is torchscript, which runs on libtorch");
-  EXPECT_STATUS(open_status(dir, (samfast_options){.backend = "cuDNN"}, NULL), SAMFAST_ERR_INVALID_ARGUMENT,
+  EXPECT_STATUS(open_status(dir, OPTIONS(.backend = "cuDNN"), NULL), SAMFAST_ERR_INVALID_ARGUMENT,
                 "backend \"cuDNN\" unknown");
-  EXPECT_STATUS(open_status(dir, (samfast_options){.precision = "int4"}, NULL), SAMFAST_ERR_INVALID_ARGUMENT,
+  EXPECT_STATUS(open_status(dir, OPTIONS(.precision = "int4"), NULL), SAMFAST_ERR_INVALID_ARGUMENT,
                 "precision \"int4\" unknown");
-  EXPECT_STATUS(open_status(dir, (samfast_options){.cache_slices = -1}, NULL), SAMFAST_ERR_INVALID_ARGUMENT,
+  EXPECT_STATUS(open_status(dir, OPTIONS(.cache_slices = -1), NULL), SAMFAST_ERR_INVALID_ARGUMENT,
                 "cache_slices must be between 1 and");
-  EXPECT_STATUS(open_status(dir, (samfast_options){.threads = -2}, NULL), SAMFAST_ERR_INVALID_ARGUMENT, "threads");
-  EXPECT_STATUS(open_status(dir, (samfast_options){.cache_slices = 2, .threads = 1}, &info), SAMFAST_OK, "");
+  EXPECT_STATUS(open_status(dir, OPTIONS(.threads = -2), NULL), SAMFAST_ERR_INVALID_ARGUMENT, "threads");
+  EXPECT_STATUS(open_status(dir, OPTIONS(.cache_slices = 2, .threads = 1), &info), SAMFAST_OK, "");
   EXPECT(info.cache_slices == 2, "cache_slices %d", info.cache_slices);
   if (onnx) {
-    EXPECT_STATUS(open_status(dir, (samfast_options){.device = "cuda"}, NULL), SAMFAST_ERR_UNSUPPORTED,
+    EXPECT_STATUS(open_status(dir, OPTIONS(.device = "cuda"), NULL), SAMFAST_ERR_UNSUPPORTED,
                   "runs on the CPU only");
     /* bf16 where the CPU runs it natively, a clear refusal elsewhere */
-    samfast_status s = open_status(dir, (samfast_options){.precision = "bf16"}, &info);
+    samfast_status s = open_status(dir, OPTIONS(.precision = "bf16"), &info);
     EXPECT((s == SAMFAST_OK && strcmp(info.precision, "bf16") == 0) ||
                (s == SAMFAST_ERR_UNSUPPORTED && strstr(samfast_last_error(), "no native bf16")),
            "bf16 -> %s \"%s\"", samfast_status_name(s), samfast_last_error());
     printf("bf16 on this CPU: %s\n", s == SAMFAST_OK ? "native, opened" : samfast_last_error());
   } else {
-    EXPECT_STATUS(open_status(dir, (samfast_options){.precision = "bf16"}, NULL), SAMFAST_ERR_UNSUPPORTED,
+    EXPECT_STATUS(open_status(dir, OPTIONS(.precision = "bf16"), NULL), SAMFAST_ERR_UNSUPPORTED,
                   "bf16 is OpenVINO's");
   }
   return report();
@@ -399,8 +409,10 @@ typedef struct {
 static samfast_status ask(samfast_model* model, const float* pixels, answer* a) {
   float box[4] = {20, 30, 120, 110}, point[2] = {70, 70};
   int label = 1;
-  samfast_prompt prompt = {.box = box, .points = point, .labels = &label, .n_points = 1, .multimask = 1};
-  samfast_output out = {.masks = a->masks, .masks_capacity = sizeof a->masks, .iou = a->iou, .iou_capacity = 3};
+  samfast_prompt prompt =
+      SAMFAST_PROMPT_INIT(.box = box, .points = point, .labels = &label, .n_points = 1, .multimask = 1);
+  samfast_output out =
+      SAMFAST_OUTPUT_INIT(.masks = a->masks, .masks_capacity = sizeof a->masks, .iou = a->iou, .iou_capacity = 3);
   samfast_status s = samfast_set_slice(model, pixels, 150, 200, 1, 1, 1);
   return s == SAMFAST_OK ? samfast_predict(model, &prompt, &out) : s;
 }
@@ -415,13 +427,13 @@ static int test_cache(const char* dir) {
   static answer fresh[3], got;
   for (int i = 0; i < 3; ++i) {
     samfast_model* model = NULL;
-    EXPECT_STATUS(samfast_open_with(dir, &(samfast_options){.cache_slices = 1}, &model), SAMFAST_OK, "");
+    EXPECT_STATUS(samfast_open_with(dir, &OPTIONS(.cache_slices = 1), &model), SAMFAST_OK, "");
     EXPECT_STATUS(ask(model, slices[i], &fresh[i]), SAMFAST_OK, "");
     samfast_close(model);
   }
   EXPECT(!same(&fresh[0], &fresh[1]) && !same(&fresh[1], &fresh[2]), "the slices give different masks");
   samfast_model* model = NULL;
-  EXPECT_STATUS(samfast_open_with(dir, &(samfast_options){.cache_slices = 2}, &model), SAMFAST_OK, "");
+  EXPECT_STATUS(samfast_open_with(dir, &OPTIONS(.cache_slices = 2), &model), SAMFAST_OK, "");
   const int order[] = {0, 1, 0, 1, 2, 0, 2, 2, 1};  /* hits, and misses after eviction */
   for (size_t k = 0; k < sizeof order / sizeof order[0]; ++k) {
     int i = order[k];
@@ -461,13 +473,185 @@ static int test_no_libtorch(const char* dir) {
   return report();
 }
 
+/* ---- abi: struct_size and the version string (csrc/README.md, ABI policy) ------------------ */
+
+_Static_assert(offsetof(samfast_info, struct_size) == 0, "struct_size leads samfast_info");
+_Static_assert(offsetof(samfast_options, struct_size) == 0, "struct_size leads samfast_options");
+_Static_assert(offsetof(samfast_prompt, struct_size) == 0, "struct_size leads samfast_prompt");
+_Static_assert(offsetof(samfast_output, struct_size) == 0, "struct_size leads samfast_output");
+_Static_assert(offsetof(samfast_volume_options, struct_size) == 0, "struct_size leads samfast_volume_options");
+
+/* What a host compiled against a newer header passes: the known layout, then a field appended. */
+typedef struct {
+  samfast_info known;
+  double appended;
+} newer_info;
+typedef struct {
+  samfast_options known;
+  double appended;
+} newer_options;
+typedef struct {
+  samfast_prompt known;
+  double appended;
+} newer_prompt;
+typedef struct {
+  samfast_output known;
+  double appended;
+} newer_output;
+
+static int test_abi(const char* dir) {
+  /* one version string: the header's macro is what the library reports, and it is M.m.p */
+  EXPECT(strcmp(samfast_version(), SAMFAST_VERSION) == 0, "samfast_version() %s, SAMFAST_VERSION %s",
+         samfast_version(), SAMFAST_VERSION);
+  unsigned major = 0, minor = 0, patch = 0;
+  char end = 0;
+  EXPECT(sscanf(samfast_version(), "%u.%u.%u%c", &major, &minor, &patch, &end) == 3, "version \"%s\" is not M.m.p",
+         samfast_version());
+
+  /* the initialisers set struct_size to the struct's size in this header, and name fields */
+  samfast_info info = SAMFAST_INFO_INIT();
+  samfast_options options = SAMFAST_OPTIONS_INIT(.cache_slices = 2);
+  samfast_prompt empty = SAMFAST_PROMPT_INIT();
+  samfast_output none = SAMFAST_OUTPUT_INIT();
+  EXPECT(info.struct_size == sizeof(samfast_info), "SAMFAST_INFO_INIT: %zu", info.struct_size);
+  EXPECT(options.struct_size == sizeof(samfast_options) && options.cache_slices == 2 && options.backend == NULL,
+         "SAMFAST_OPTIONS_INIT: %zu", options.struct_size);
+  EXPECT(empty.struct_size == sizeof(samfast_prompt) && empty.box == NULL, "SAMFAST_PROMPT_INIT: %zu",
+         empty.struct_size);
+  EXPECT(none.struct_size == sizeof(samfast_output) && none.masks == NULL, "SAMFAST_OUTPUT_INIT: %zu",
+         none.struct_size);
+  samfast_volume_options volume;
+  memset(&volume, 0xff, sizeof volume);
+  EXPECT_STATUS(samfast_volume_options_init(&volume, sizeof volume), SAMFAST_OK, "");
+  EXPECT(volume.struct_size == sizeof(samfast_volume_options) && volume.margin_mm == 5.0 && volume.momentum == 0.7 &&
+             volume.min_pixels == 10,
+         "samfast_volume_options_init: size %zu, margin %g, momentum %g, min_pixels %d", volume.struct_size,
+         volume.margin_mm, volume.momentum, volume.min_pixels);
+  EXPECT_STATUS(samfast_volume_options_init(NULL, sizeof volume), SAMFAST_ERR_INVALID_ARGUMENT, "options is NULL");
+  EXPECT_STATUS(samfast_volume_options_init(&volume, 0), SAMFAST_ERR_INVALID_ARGUMENT,
+                "samfast_volume_options.struct_size is 0");
+  EXPECT_STATUS(samfast_volume_options_init(&volume, sizeof(size_t)), SAMFAST_ERR_INVALID_ARGUMENT,
+                "smaller than the oldest layout");
+
+  /* options: 0 and too small refused, naming the struct; a newer caller's larger struct read */
+  samfast_model* model = (samfast_model*)0x1;
+  samfast_options zero = SAMFAST_OPTIONS_INIT();
+  zero.struct_size = 0;
+  EXPECT_STATUS(samfast_open_with(dir, &zero, &model), SAMFAST_ERR_INVALID_ARGUMENT,
+                "samfast_options.struct_size is 0: initialise the struct with SAMFAST_OPTIONS_INIT()");
+  EXPECT(model == NULL, "out_model is NULL after a refused struct");
+  samfast_options small = SAMFAST_OPTIONS_INIT();
+  small.struct_size = sizeof small - 1;
+  EXPECT_STATUS(samfast_open_with(dir, &small, &model), SAMFAST_ERR_INVALID_ARGUMENT,
+                "samfast_options.struct_size is");
+  EXPECT(strstr(samfast_last_error(), "smaller than the oldest layout this libsamfast " SAMFAST_VERSION) != NULL,
+         "message \"%s\"", samfast_last_error());
+  newer_options newer = {.known = SAMFAST_OPTIONS_INIT(.cache_slices = 3), .appended = 1.0};
+  newer.known.struct_size = sizeof newer;
+  EXPECT_STATUS(samfast_open_with(dir, &newer.known, &model), SAMFAST_OK, "");
+  if (samfast_last_error()[0] != '\0' || !model) return report();
+
+  /* info: filled, its struct_size kept; a newer caller's appended field left as it was */
+  newer_info described = {.known = SAMFAST_INFO_INIT(), .appended = 42.0};
+  described.known.struct_size = sizeof described;
+  EXPECT_STATUS(samfast_get_info(model, &described.known), SAMFAST_OK, "");
+  const samfast_info* got = &described.known;
+  EXPECT(got->struct_size == sizeof described && described.appended == 42.0, "newer info: size %zu, appended %g",
+         got->struct_size, described.appended);
+  EXPECT(got->model[0] && got->weights[0] && got->device[0] && got->normalization[0] &&
+             (!strcmp(got->format, "onnx") || !strcmp(got->format, "torchscript")) && got->backend[0] &&
+             !strcmp(got->precision, "fp32"),
+         "info text: model \"%s\" weights \"%s\" format \"%s\" backend \"%s\" device \"%s\" precision \"%s\" "
+         "normalization \"%s\"",
+         got->model, got->weights, got->format, got->backend, got->device, got->precision, got->normalization);
+  EXPECT(got->input_size > 0 && got->low_res_size > 0 && got->embedding_channels > 0 && got->embedding_height > 0 &&
+             got->embedding_width > 0 && got->cache_slices == 3 && got->slice_bytes > 0,
+         "info sizes: input %d low-res %d embedding %dx%dx%d cache %d slice %zu bytes (newer options' cache_slices "
+         "3 read)",
+         got->input_size, got->low_res_size, got->embedding_channels, got->embedding_height, got->embedding_width,
+         got->cache_slices, got->slice_bytes);
+  EXPECT_STATUS(samfast_get_info(model, &info), SAMFAST_OK, "");
+  EXPECT(info.struct_size == sizeof info && !strcmp(info.model, got->model) && info.input_size == got->input_size,
+         "info through SAMFAST_INFO_INIT");
+  samfast_info unset = SAMFAST_INFO_INIT();
+  unset.struct_size = 0;
+  EXPECT_STATUS(samfast_get_info(model, &unset), SAMFAST_ERR_INVALID_ARGUMENT,
+                "samfast_info.struct_size is 0: initialise the struct with SAMFAST_INFO_INIT()");
+  EXPECT(unset.model[0] == '\0' && unset.input_size == 0, "a refused info is not written");
+
+  /* prompt and output */
+  float* pixels = make_slice(150, 200, 1, 0);
+  EXPECT_STATUS(samfast_set_slice(model, pixels, 150, 200, 1, 1, 1), SAMFAST_OK, "");
+  float box[4] = {20, 30, 120, 110}, iou = 0;
+  static uint8_t mask[150 * 200], newer_mask[150 * 200];
+  samfast_prompt prompt = SAMFAST_PROMPT_INIT(.box = box);
+  samfast_output out = SAMFAST_OUTPUT_INIT(.masks = mask, .masks_capacity = sizeof mask, .iou = &iou,
+                                           .iou_capacity = 1);
+  EXPECT_STATUS(samfast_predict(model, &prompt, &out), SAMFAST_OK, "");
+  EXPECT(out.n_masks == 1 && out.struct_size == sizeof out, "output: %d masks, size %zu", out.n_masks,
+         out.struct_size);
+  newer_prompt newer_p = {.known = SAMFAST_PROMPT_INIT(.box = box), .appended = 7.0};
+  newer_p.known.struct_size = sizeof newer_p;
+  float newer_iou = 0;
+  newer_output newer_o = {.known = SAMFAST_OUTPUT_INIT(.masks = newer_mask, .masks_capacity = sizeof newer_mask,
+                                                       .iou = &newer_iou, .iou_capacity = 1),
+                          .appended = -3.0};
+  newer_o.known.struct_size = sizeof newer_o;
+  EXPECT_STATUS(samfast_predict(model, &newer_p.known, &newer_o.known), SAMFAST_OK, "");
+  EXPECT(newer_o.known.n_masks == 1 && newer_o.known.struct_size == sizeof newer_o && newer_o.appended == -3.0,
+         "newer output: %d masks, size %zu, appended %g", newer_o.known.n_masks, newer_o.known.struct_size,
+         newer_o.appended);
+  EXPECT(memcmp(mask, newer_mask, sizeof mask) == 0 && iou == newer_iou,
+         "a newer caller's structs give the same answer");
+
+  samfast_prompt p_zero = prompt;
+  p_zero.struct_size = 0;
+  EXPECT_STATUS(samfast_predict(model, &p_zero, &out), SAMFAST_ERR_INVALID_ARGUMENT,
+                "samfast_prompt.struct_size is 0: initialise the struct with SAMFAST_PROMPT_INIT()");
+  samfast_prompt p_small = prompt;
+  p_small.struct_size = sizeof(size_t);
+  EXPECT_STATUS(samfast_predict(model, &p_small, &out), SAMFAST_ERR_INVALID_ARGUMENT,
+                "samfast_prompt.struct_size is");
+  samfast_output o_zero = out;
+  o_zero.struct_size = 0;
+  o_zero.n_masks = -1;
+  EXPECT_STATUS(samfast_predict(model, &prompt, &o_zero), SAMFAST_ERR_INVALID_ARGUMENT,
+                "samfast_output.struct_size is 0: initialise the struct with SAMFAST_OUTPUT_INIT()");
+  EXPECT(o_zero.n_masks == -1, "a refused output is not written: n_masks %d", o_zero.n_masks);
+  samfast_output o_small = out;
+  o_small.struct_size = offsetof(samfast_output, n_masks);
+  EXPECT_STATUS(samfast_predict(model, &prompt, &o_small), SAMFAST_ERR_INVALID_ARGUMENT,
+                "smaller than the oldest layout");
+
+  /* volume options: refused before anything runs, with out_mask cleared as for any refusal */
+  samfast_volume_options v_zero = volume;
+  v_zero.struct_size = 0;
+  float box3d[6] = {20, 30, 0, 120, 110, 1};
+  uint8_t* volume_mask = malloc(2 * sizeof mask);
+  memset(volume_mask, 7, 2 * sizeof mask);
+  float* voxels = malloc(2 * sizeof(float) * 150 * 200);
+  memcpy(voxels, pixels, sizeof(float) * 150 * 200);
+  memcpy(voxels + 150 * 200, pixels, sizeof(float) * 150 * 200);
+  EXPECT_STATUS(samfast_segment_volume(model, voxels, 2, 150, 200, 1, 1, 1, box3d, &v_zero, volume_mask, NULL, NULL),
+                SAMFAST_ERR_INVALID_ARGUMENT, "samfast_volume_options.struct_size is 0");
+  int cleared = 1;
+  for (size_t i = 0; i < 2 * sizeof mask; ++i) cleared &= volume_mask[i] == 0;
+  EXPECT(cleared, "out_mask is all zero after a refused samfast_volume_options");
+  free(voxels);
+  free(volume_mask);
+  free(pixels);
+  samfast_close(model);
+  return report();
+}
+
 int main(int argc, char** argv) {
   if (argc >= 3 && !strcmp(argv[1], "api")) return test_api(argv[2]);
+  if (argc >= 3 && !strcmp(argv[1], "abi")) return test_abi(argv[2]);
   if (argc >= 3 && !strcmp(argv[1], "threads")) return test_threads(argv[2]);
   if (argc >= 3 && !strcmp(argv[1], "options")) return test_options(argv[2]);
   if (argc >= 3 && !strcmp(argv[1], "cache")) return test_cache(argv[2]);
   if (argc >= 3 && !strcmp(argv[1], "no_libtorch")) return test_no_libtorch(argv[2]);
   if (argc >= 5 && !strcmp(argv[1], "memory")) return test_memory(argv[2], atoi(argv[3]), atol(argv[4]));
-  fprintf(stderr, "usage: %s api|options|cache|threads|no_libtorch SET_DIR | memory SET_DIR N KIB\n", argv[0]);
+  fprintf(stderr, "usage: %s api|abi|options|cache|threads|no_libtorch SET_DIR | memory SET_DIR N KIB\n", argv[0]);
   return 2;
 }

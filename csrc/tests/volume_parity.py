@@ -126,6 +126,7 @@ def check_refusals(model) -> list[str]:
         ("NaN voxel", nan_volume, [2, 2, 1, 20, 10, 3], None, "SAMFAST_ERR_INVALID_ARGUMENT"),
         ("momentum 1.5", volume, [2, 2, 1, 20, 10, 3], {"momentum": 1.5}, "SAMFAST_ERR_INVALID_ARGUMENT"),
         ("margin -1 mm", volume, [2, 2, 1, 20, 10, 3], {"margin_mm": -1.0}, "SAMFAST_ERR_INVALID_ARGUMENT"),
+        ("struct_size 0", volume, [2, 2, 1, 20, 10, 3], {"struct_size": 0}, "SAMFAST_ERR_INVALID_ARGUMENT"),
     ]
     failures = []
     for what, vol, box, options, expected in cases:
