@@ -201,10 +201,30 @@ def test_describe_and_summary_statistics_match_numpy_and_scipy():
         )
         sel = {name: selection for name in ("oracle", "suggested", "previous")}
         rows.append({"row": "slice", **base, "area_mm2": float(area), "selections": sel})
-    summary = summarise(rows, [], {"settings": Settings().__dict__})
+    summary = summarise(rows, [], {"settings": Settings().record()})
     entry = summary["protocols"]["box"]["axial"]
     rho, _ = stats.spearmanr(areas, best)
     assert entry["spearman_best_iou_vs_area"]["rho"] == pytest.approx(rho)
     small = entry["by_area"]["<300 mm²"]["oracle"]
     assert small["n"] == int((areas < 300).sum())
     assert entry["curves"]["oracle"] == [pytest.approx(float(np.mean(best)))]
+
+
+@pytest.mark.parametrize("model", ["litemedsam", "tiny_vit_test"])
+def test_a_batch_holds_as_many_slices_as_the_image_state_bound_keeps(model):
+    """The byte count per row is the split decoder's real image state, and 12 LiteMedSAM rows
+    (10 MiB each) are what the 128 MiB bound keeps."""
+    import torch
+
+    from samfast.backends.image_states import STATE_BYTES
+    from samfast.eval.run import rows_per_batch, split_state_bytes
+    from samfast.export.split_decoder import DecoderImageSide
+    from samfast.models import get_spec
+
+    spec = get_spec(model)
+    with torch.no_grad():
+        state = DecoderImageSide(spec.builder()).eval()(torch.zeros(1, *spec.embedding_shape))
+    assert split_state_bytes(spec.embedding_shape) == sum(t.numel() * t.element_size() for t in state)
+    if model == "litemedsam":
+        assert rows_per_batch(STATE_BYTES, split_state_bytes(spec.embedding_shape)) == 12
+    assert rows_per_batch(100, 1000) == 1  # a state over the bound still makes batches of one

@@ -208,7 +208,7 @@ def test_a_worker_killed_mid_case_loses_and_duplicates_nothing(single, data, tmp
     from samfast.eval.run import Evaluation, Settings
 
     recipe = partial(Predictor, "tiny_vit_test", random_weights=True, engine_dir=default_engine_dir())
-    settings = Settings(protocols=["box", "points-putz"], slices_per_case=3, crop_margin_mm=20.0)
+    settings = Settings(protocol="box,points-putz", slices_per_case=3, crop=True)
     killed: list[int] = []
     alive: list[tuple[bool, int]] = []  # (after the kill?, workers alive) as the progress bar saw it
 

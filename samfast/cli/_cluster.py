@@ -4,28 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from samfast.errors import InputError
-
-SINGLE_PROCESS = {"kind": "process", "workers": 1}
+from samfast.eval.executors import CaseExecutor, LocalExecutor
+from samfast.eval.settings import Settings
 
 
 @contextmanager
-def executor(options, primary: dict, compare: dict | None, console: Console) -> Iterator:
-    """None (this process) without --ray; else a RayExecutor, connected for the block's duration."""
-    if options.ray is None:
-        if options.workers != 1 or options.cpus_per_worker is not None or options.gpus_per_worker:
-            raise InputError("--workers, --cpus-per-worker and --gpus-per-worker need --ray")
-        yield None
+def executor(
+    settings: Settings, primary: partial, compare: partial | None, console: Console
+) -> Iterator[CaseExecutor]:
+    """This process without --ray; else a RayExecutor, connected for the block's duration."""
+    if settings.ray is None:
+        yield LocalExecutor()
         return
     from samfast.eval import ray_executor
 
-    with ray_executor.session(options.ray) as ray:
+    with ray_executor.session(settings.ray) as ray:
         cpus = ray_executor.worker_resources(
-            ray, options.workers, options.cpus_per_worker, options.gpus_per_worker
+            ray, settings.workers, settings.cpus_per_worker, settings.gpus_per_worker
         )
         columns = (
             TextColumn("[bold]cases"),
@@ -49,16 +49,10 @@ def executor(options, primary: dict, compare: dict | None, console: Console) -> 
             yield ray_executor.RayExecutor(
                 primary,
                 compare,
-                address=options.ray,
-                workers=options.workers,
+                address=settings.ray,
+                workers=settings.workers,
                 cpus_per_worker=cpus,
-                gpus_per_worker=options.gpus_per_worker,
+                gpus_per_worker=settings.gpus_per_worker,
                 on_status=show,
                 log=lambda m: console.print(m, markup=False, highlight=False),
             )
-
-
-def record(executor) -> dict:
-    """Where the cases ran, for summary.json and the report (not config.json: a resumed run may use
-    another number of workers and still write the same rows)."""
-    return SINGLE_PROCESS if executor is None else executor.record()

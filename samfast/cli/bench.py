@@ -1,12 +1,11 @@
-"""`samfast bench brats` and the shared machinery of `samfast eval`: the papers' prompt protocols.
+"""`samfast bench brats`, and how `samfast eval` shows a run: the papers' prompt protocols.
 
+The run itself is samfast.eval.orchestrate; its options are samfast.eval.settings.Settings.
 Resumable: rerunning with the same --out continues where an interrupted run stopped.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -15,192 +14,41 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from samfast.cli._common import guarded
-from samfast.cli.options import (
-    Backend,
-    BoxPer,
-    Cases,
-    Checkpoint,
-    Compare,
-    CpusPerWorker,
-    Crop,
-    CropMargin,
-    Device,
-    FeedLogits,
-    Follow,
-    Fresh,
-    GpusPerWorker,
-    MinArea,
-    Model,
-    Normalization,
-    Out,
-    Plane,
-    Precision,
-    Protocol,
-    RandomWeights,
-    Ray,
-    Seed,
-    SlicesPerCase,
-    Target,
-    ToleranceMm,
-    Workers,
-)
+from samfast.cli import _cluster
+from samfast.cli._common import guarded, machine_profile
+from samfast.cli.options import with_settings
 from samfast.errors import InputError
-from samfast.eval.protocols import PROTOCOLS
+from samfast.eval.settings import Settings
 
 app = typer.Typer(help="Benchmarks: accuracy parity with the reference and latency.", no_args_is_help=True)
 
 
-@dataclass
-class Options:
-    out: Path
-    model: str
-    backend: str | None
-    precision: str
-    compare: str | None
-    protocol: str
-    plane: str
-    crop: bool
-    crop_margin_mm: float
-    cases: int | None
-    slices_per_case: int | None
-    seed: int
-    target: str
-    min_area: int
-    normalization: str
-    follow: str
-    feed_logits: bool
-    box_per: str
-    nsd_tolerance_mm: float
-    checkpoint: Path | None
-    random_weights: bool
-    device: str
-    fresh: bool
-    ray: str | None = None
-    workers: int = 1
-    cpus_per_worker: float | None = None
-    gpus_per_worker: float = 0.0
-
-
-def _settings(o: Options):
-    from samfast.eval.datasets import target_labels
-    from samfast.eval.settings import Settings
-    from samfast.eval.slicing import PLANES
-    from samfast.preprocess import NORMALIZERS
-
-    protocols = list(PROTOCOLS) if o.protocol == "all" else [p.strip() for p in o.protocol.split(",")]
-    if o.plane not in (*PLANES, "tri"):
-        raise InputError(f"plane {o.plane!r}: use axial, coronal, sagittal or tri")
-    target_labels(o.target)  # refuse an unknown target before any case is read
-    if o.normalization not in NORMALIZERS:
-        raise InputError(f"normalization {o.normalization!r}: use one of {', '.join(NORMALIZERS)}")
-    return Settings(
-        protocols=protocols,
-        planes=list(PLANES) if o.plane == "tri" else [o.plane],
-        target=o.target,
-        min_area=o.min_area,
-        crop_margin_mm=o.crop_margin_mm if o.crop else None,
-        normalization=o.normalization,
-        seed=o.seed,
-        follow=o.follow,
-        feed_logits=o.feed_logits,
-        box_per=o.box_per,
-        tolerance_mm=o.nsd_tolerance_mm,
-        slices_per_case=o.slices_per_case,
-    )
-
-
-def run_evaluation(cases: list, skipped: list, options: Options, data: str) -> None:
-    """Everything after finding the cases: predictors, the run, summary, report, console tables."""
-    from functools import partial
-
-    from samfast import Predictor
-    from samfast.artifacts.layout import default_engine_dir
-    from samfast.cli import _cluster
+def run_evaluation(cases: list, skipped: list, settings: Settings, data: str) -> None:
+    """The per-slice protocols on found cases (samfast.eval.orchestrate), shown on the console."""
     from samfast.eval import records
-    from samfast.eval.report import write_report
-    from samfast.eval.run import Evaluation
-    from samfast.eval.summary import summarise
-    from samfast.models import get_spec
+    from samfast.eval.orchestrate import evaluate
 
-    settings = _settings(options)
-    records.make_out_dir(options.out)  # before any model is loaded: a bad --out costs nothing
-    if options.cases is not None:
-        cases = cases[: options.cases]
-    if not cases:
-        raise InputError(f"{data}: no usable case ({len(skipped)} skipped: {skipped[0].reason})")
     console = Console(stderr=True)
-    spec = get_spec(options.model)
-
-    # picklable: each Ray worker builds its own predictor from it
-    def recipe(backend: str | None, precision: str | None = "fp32") -> partial:
-        return partial(
-            Predictor,
-            spec.name,
-            backend=backend,
-            device=options.device,
-            precision=precision,
-            checkpoint=options.checkpoint,
-            random_weights=options.random_weights,
-            engine_dir=default_engine_dir(),
-        )
-
-    def build(backend: str | None, precision: str | None = "fp32") -> Predictor:
-        return recipe(backend, precision)(log=lambda m: console.print(m, markup=False, highlight=False))
-
-    primary = build(options.backend, options.precision)
-    backend, precision = primary.choice.backend, primary.choice.precision
-    # The compare backend is the fp32 reference, so a reduced precision compares even on its backend.
-    same = options.compare == backend and precision == "fp32"
-    compare = build(options.compare) if options.compare and not same else None
-    config = {
-        "data": data,
-        "model": spec.name,
-        "weights": primary.weights.label,
-        "backend": backend,
-        "precision": precision,
-        "compare": options.compare if compare else None,
-        "device": options.device,
-        "cases": [c.case_id for c in cases],
-    }
 
     def progress(items, total, label):
         columns = (TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, transient=True) as bar:
             yield from bar.track(items, total=total)
 
-    evaluation = Evaluation(
-        (backend, primary),
-        (options.compare, compare) if compare else None,
+    outcome = evaluate(
+        cases,
+        skipped,
         settings,
-        options.out,
-        progress,
+        data,
         log=lambda m: console.print(m, markup=False, highlight=False),
+        progress=progress,
+        cluster=lambda primary, compare: _cluster.executor(settings, primary, compare, console),
+        profile=machine_profile(settings.backend, settings.precision),
     )
-    with _cluster.executor(
-        options, recipe(backend, precision), recipe(options.compare) if compare else None, console
-    ) as executor:
-        rows = evaluation.run(cases, skipped, config, options.fresh, executor=executor)
-        ran_on = _cluster.record(executor)
-    timings = records.read_rows(options.out / records.TIMINGS)
-    summary = summarise(rows, timings, {**config, "settings": asdict(settings)}, evaluation.wall_s, ran_on)
-    records.atomic_write_bytes(options.out / records.SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
-    written = write_report(options.out, summary, rows, primary.weights.random)
-    _print(summary, primary.weights.random)
-    console.print(f"report: {written[0]}; rows: {options.out / records.RESULTS}", highlight=False)
-    if precision != "fp32":
-        # A reduced precision is judged by task accuracy (the gate), not by the strict fp32 rows.
-        gate = summary.get("precision_gate") or {}
-        failed = [p for p, v in gate.get("protocols", {}).items() if not v["passed"]]
-        if gate and failed:
-            typer.echo(f"error: {precision} failed the accuracy gate for {', '.join(failed)}", err=True)
-            raise typer.Exit(1)
-        return
-    from samfast.eval.parity import RUN_PARITY
-
-    failed = [protocol for protocol, p in summary["parity"].items() if RUN_PARITY.failed(p)]
-    if failed:
-        typer.echo(f"error: parity with {options.compare} failed for {', '.join(failed)}", err=True)
+    _print(outcome.summary, outcome.random_weights)
+    console.print(f"report: {outcome.report}; rows: {settings.out / records.RESULTS}", highlight=False)
+    if outcome.failure:
+        typer.echo(f"error: {outcome.failure}", err=True)
         raise typer.Exit(1)
 
 
@@ -260,6 +108,7 @@ def _print(summary: dict, random_weights: bool) -> None:
 
 @app.command("brats")
 @guarded
+@with_settings()
 def brats(
     data: Annotated[
         Path | None, typer.Option("--data", "-d", help="BraTS 2020/2021/2023 folder (default: shipped demo).")
@@ -267,88 +116,56 @@ def brats(
     modality: Annotated[
         str, typer.Option("--modality", help="Sequence: t1ce (default), t1, t2, flair.")
     ] = "t1ce",
-    out: Out = Path("runs/bench-brats"),
-    model: Model = "litemedsam",
-    backend: Backend = None,
-    precision: Precision = "fp32",
-    compare: Compare = None,
-    protocol: Protocol = "box",
-    plane: Plane = "axial",
-    crop: Crop = False,
-    crop_margin_mm: CropMargin = 20.0,
-    cases: Cases = None,
-    slices_per_case: SlicesPerCase = None,
-    seed: Seed = 0,
-    target: Target = "tc",
-    min_area: MinArea = 100,
-    normalization: Normalization = "putz",
-    follow: Follow = "oracle",
-    feed_logits: FeedLogits = False,
-    box_per: BoxPer = "slice",
-    nsd_tolerance_mm: ToleranceMm = 1.0,
-    checkpoint: Checkpoint = None,
-    random_weights: RandomWeights = False,
-    device: Device = "cpu",
-    fresh: Fresh = False,
-    ray: Ray = None,
-    workers: Workers = 1,
-    cpus_per_worker: CpusPerWorker = None,
-    gpus_per_worker: GpusPerWorker = 0.0,
+    *,
+    settings: Settings,
 ) -> None:
     """The papers' prompt protocols on BraTS cases: accuracy, 3D metrics, parity and latency."""
     from samfast.eval.datasets import find_brats_cases
     from samfast.io import find_demo_data
 
-    options = Options(**{k: v for k, v in locals().items() if k in Options.__dataclass_fields__})
     root = data or find_demo_data()
     found, skipped = find_brats_cases(root, modality)
-    if "volume" in [p.strip() for p in protocol.split(",")]:
-        if protocol.strip() != "volume":
-            raise InputError("--protocol volume runs on its own: give it without other protocols")
-        run_volume(found, skipped, options)
+    if settings.runs_volume:
+        run_volume(found, skipped, settings)
         return
-    run_evaluation(found, skipped, options, str(root))
+    run_evaluation(found, skipped, settings, str(root))
 
 
-def run_volume(cases: list, skipped: list, options: Options) -> None:
+def run_volume(cases: list, skipped: list, settings: Settings) -> None:
     """--protocol volume: each case's 3D box, segmented four ways (samfast.clinical.volume_bench)."""
     import sys
 
     from samfast import Predictor
     from samfast.clinical.volume_bench import MODES, run_volume_bench
     from samfast.eval import records
-    from samfast.eval.datasets import target_labels
-    from samfast.preprocess import NORMALIZERS
 
     console = Console() if sys.stdout.isatty() else Console(width=150)
-    target_labels(options.target)
-    if options.normalization not in NORMALIZERS:
-        raise InputError(f"normalization {options.normalization!r}: use one of {', '.join(NORMALIZERS)}")
-    records.make_out_dir(options.out)
-    if options.fresh:
-        (options.out / "volume.jsonl").unlink(missing_ok=True)
-    cases = cases[: options.cases] if options.cases is not None else cases
+    records.make_out_dir(settings.out)
+    if settings.fresh:
+        (settings.out / "volume.jsonl").unlink(missing_ok=True)
+    cases = cases[: settings.cases] if settings.cases is not None else cases
     if not cases:
         raise InputError("no usable cases: " + "; ".join(f"{s.case_id}: {s.reason}" for s in skipped))
     predictor = Predictor(
-        options.model,
-        backend=options.backend,
-        device=options.device,
-        precision=options.precision,
-        checkpoint=options.checkpoint,
-        random_weights=options.random_weights,
+        settings.model,
+        backend=settings.backend,
+        device=settings.device,
+        precision=settings.precision,
+        checkpoint=settings.checkpoint,
+        random_weights=settings.random_weights,
         log=lambda m: console.print(m, markup=False, highlight=False),
+        profile=machine_profile(settings.backend, settings.precision),
     )
     summary = run_volume_bench(
         cases,
         predictor,
-        options.out,
-        options.normalization,
-        options.target,
-        options.nsd_tolerance_mm,
+        settings.out,
+        settings.normalization,
+        settings.target,
+        settings.nsd_tolerance_mm,
         progress=lambda case: console.print(f"volume: {case}", markup=False, highlight=False),
     )
-    table = Table(title=f"3D from the target's 3D box ({options.target}): 3D Dice (voxels / target's)")
+    table = Table(title=f"3D from the target's 3D box ({settings.target}): 3D Dice (voxels / target's)")
     table.add_column("case")
     for mode in MODES:
         table.add_column(mode, justify="right")
@@ -365,4 +182,4 @@ def run_volume(cases: list, skipped: list, options: Options) -> None:
         markup=False,
         highlight=False,
     )
-    console.print(f"wrote {options.out / 'volume.json'}", markup=False, highlight=False)
+    console.print(f"wrote {settings.out / 'volume.json'}", markup=False, highlight=False)

@@ -27,6 +27,10 @@ class CaseExecutor(Protocol):
         """
         ...
 
+    def record(self) -> dict:
+        """The executor, as summary.json and the report state it."""
+        ...
+
 
 class LocalExecutor:
     """This process, one case after another, each slice's rows written as soon as it is done."""
@@ -34,3 +38,6 @@ class LocalExecutor:
     def map(self, evaluation, cases, previous):
         for case in cases:
             yield case, evaluation.case_rows(case, previous.get(case.case_id, []))
+
+    def record(self) -> dict:
+        return {"kind": "process", "workers": 1}

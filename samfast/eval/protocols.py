@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,7 @@ class SliceTask:
     spacing: tuple[float, float]  # (row, column) mm
     extent_box: np.ndarray | None
     rng: np.random.Generator | None
-    settings: Any  # samfast.eval.settings.Settings (or any object with its protocol fields)
+    settings: Any  # samfast.eval.settings.Settings (which imports this module)
 
 
 def component_boxes(gt: np.ndarray) -> np.ndarray:
@@ -274,10 +273,6 @@ def _advance(
 
 # -- without an evaluation run: slices with embeddings, or the predictor's current image ---------------
 
-_DEFAULTS = dict(
-    max_points=9, max_clicks=5, follow="oracle", feed_logits=False, box_per="slice", jitter_px=20
-)
-
 
 def run_slices(
     predictor,
@@ -292,9 +287,11 @@ def run_slices(
     """``protocol`` on slices ``gts`` whose (N, C, h, w) ``embeddings`` are given, one batch; element
     i equals the protocol run on slice i alone. ``rngs[i]``: slice i's generator (drawing protocols);
     ``boxes[i]`` replaces slice i's first box; ``masks_out`` receives one list of (C, H, W) masks
-    per slice; ``settings``: protocol settings (max_points, follow, feed_logits, ...)."""
+    per slice; ``settings``: Settings fields that differ from their defaults (max_points, follow, ...)."""
+    from samfast.eval.settings import Settings  # settings.py reads PROTOCOLS from this module
+
     protocol = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
-    settings = SimpleNamespace(**{**_DEFAULTS, **settings})
+    settings = Settings(**settings)
     rngs = [None] * len(gts) if rngs is None else rngs
     boxes = [None] * len(gts) if boxes is None else boxes
     if not len(embeddings) == len(gts) == len(rngs) == len(boxes):

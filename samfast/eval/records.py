@@ -13,6 +13,7 @@ import json
 import os
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,8 +37,18 @@ def unpack_mask(text: str, shape: tuple[int, int]) -> np.ndarray:
     return bits[: shape[0] * shape[1]].reshape(shape).astype(bool)
 
 
-def slice_key(row: dict) -> tuple:
-    return row["case"], row["plane"], row["slice"], row["backend"], row["protocol"]
+class SliceKey(NamedTuple):
+    """What a slice row is found by: a resumed run's finished slices, a slice's neighbour."""
+
+    case: str
+    plane: str
+    slice: int
+    backend: str
+    protocol: str
+
+
+def slice_key(row: dict) -> SliceKey:
+    return SliceKey(row["case"], row["plane"], row["slice"], row["backend"], row["protocol"])
 
 
 def as_mask(value, shape: tuple[int, int]) -> np.ndarray:

@@ -13,11 +13,12 @@ import json
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from samfast.backends.image_states import STATE_BYTES
 from samfast.errors import InputError
 from samfast.eval import records
 from samfast.eval.datasets import Case, Skipped, load_case
@@ -25,7 +26,7 @@ from samfast.eval.executors import CaseExecutor, LocalExecutor
 from samfast.eval.metrics import dice, hd95, iou, nsd
 from samfast.eval.parity import gate_slice
 from samfast.eval.prompts import extent_box_3d
-from samfast.eval.protocols import PROTOCOLS, SliceTask, replaying, run_tracks, start
+from samfast.eval.protocols import PROTOCOLS, SliceTask, Track, replaying, run_tracks, start
 from samfast.eval.settings import SELECTIONS, Settings
 from samfast.eval.slicing import (
     crop_to_target,
@@ -42,11 +43,23 @@ from samfast.preprocess import normalize
 from samfast.runtime.streaming import SliceStreamer
 
 __all__ = ["PROTOCOLS", "SELECTIONS", "Evaluation", "Settings"]
-# Slices a batch: their split-decoder image states fit the Predictor's 128 MiB bound (~10.5 MB a
-# LiteMedSAM slice), so none is recomputed, and only a batch's embeddings (4 MiB a slice and
-# backend), not a volume's, are held. Batches follow the visiting order, so a slice's neighbour
-# (the previous-slice selection) is always finished before it.
-SLICES_PER_BATCH = 12
+
+
+def rows_per_batch(state_bound: int, state_bytes_per_row: int) -> int:
+    """Slices a batch holds: as many as the image-state cache keeps (``state_bound`` bytes,
+    samfast.backends.image_states). A slice's split-decoder state, computed on its first step, then
+    serves every later step and protocol: for a program the cache recomputes rows past its bound
+    instead of evicting, so a bigger batch would recompute states on every step. A batch also bounds
+    the embeddings held (4 MiB a LiteMedSAM slice and backend) to a batch's, not a volume's."""
+    return max(1, state_bound // state_bytes_per_row)
+
+
+def split_state_bytes(embedding_shape: tuple[int, int, int]) -> int:
+    """fp32 bytes of one row's split-decoder image state (samfast.export.split_decoder): the image
+    tokens (C a pixel) and three projections of them at half width (SAM's cross attentions
+    downsample by 2). 10 MiB for a 256×64×64 embedding, so 12 rows fit the 128 MiB bound."""
+    channels, height, width = embedding_shape
+    return 4 * height * width * (channels + 3 * (channels // 2))
 
 
 def slice_rng(seed: int, case_id: str, plane: str, z: int) -> np.random.Generator:
@@ -89,7 +102,7 @@ def _slice_rows(base: dict, steps, masks, task: SliceTask, pixel_mm2: float) -> 
         pick = (best, steps[best][name])
         mask = masks[best][pick[1]]
         if pick not in computed:
-            computed[pick] = _mask_metrics(mask, task.gt, task.spacing, task.settings.tolerance_mm)
+            computed[pick] = _mask_metrics(mask, task.gt, task.spacing, task.settings.nsd_tolerance_mm)
         selections[name] = {
             "best_step": best + 1,
             "points_at_best": len(steps[best]["points"]),
@@ -141,14 +154,14 @@ def _case_metrics(case_rows: list[dict], truth: np.ndarray, crop, spacing_xyz, s
         full[crop] = from_plane_view(view, plane)
         stacks[(protocol, plane, name)] = full
         result.setdefault(protocol, {}).setdefault(plane, {})[name] = _volume_metrics(
-            full, truth, spacing_zyx, settings.tolerance_mm
+            full, truth, spacing_zyx, settings.nsd_tolerance_mm
         )
     if len(settings.planes) == 3:
         for protocol in result:
             for name in SELECTIONS:
                 voted = majority_vote([stacks[(protocol, p, name)] for p in settings.planes])
                 result[protocol].setdefault("tri", {})[name] = _volume_metrics(
-                    voted, truth, spacing_zyx, settings.tolerance_mm
+                    voted, truth, spacing_zyx, settings.nsd_tolerance_mm
                 )
     return result
 
@@ -183,7 +196,7 @@ class Evaluation:
         Rows reach ``results.jsonl`` in case order whatever the executor, so the same data, seed and
         backend give the same bytes however the work was spread.
         """
-        config = {**config, "settings": asdict(self.settings)}
+        config = {**config, "settings": self.settings.record()}
         rows = records.start_run(self.out_dir, config, fresh)
         started = time.perf_counter()
         done_cases = {r["case"] for r in rows if r["row"] in ("case", "skipped")}
@@ -226,11 +239,7 @@ class Evaluation:
         s = self.settings
         volume, truth, spacing_xyz = load_case(case, s.target)
         scaled = normalize(volume, s.normalization)
-        crop = (
-            crop_to_target(truth, spacing_xyz, s.crop_margin_mm)
-            if s.crop_margin_mm is not None
-            else (slice(None),) * 3
-        )
+        crop = crop_to_target(truth, spacing_xyz, s.crop_mm) if s.crop_mm is not None else (slice(None),) * 3
         closed = {records.slice_key(r): r for r in previous}
         finished: list[dict] = list(previous)
         name = self.primary[0]
@@ -238,20 +247,13 @@ class Evaluation:
             images, gts = plane_view(scaled[crop], plane), plane_view(truth[crop], plane)
             chosen = spread(target_slices(gts, s.min_area), s.slices_per_case)
             order, neighbour = visiting_order(chosen, gts.reshape(gts.shape[0], -1).sum(axis=1))
-            todo = [
-                int(z)
-                for z in order
-                if not all((case.case_id, plane, int(z), name, p) in closed for p in s.protocols)
-            ]
-            plane_info = _Plane(
-                case, plane, gts, slice_spacing(spacing_xyz, plane), extent_box_3d(gts), neighbour
+            view = _Plane(
+                case, plane, name, gts, slice_spacing(spacing_xyz, plane), extent_box_3d(gts), neighbour
             )
+            todo = [int(z) for z in order if not all(view.key(int(z), p) in closed for p in s.protocols)]
             for batch in self._batches(images, todo, f"{case.case_id} {plane}"):
-                rows, timings = self._batch(batch, plane_info, closed)
-                for row in rows:
-                    if row["row"] == "slice":
-                        closed[records.slice_key(row)] = row
-                        finished.append(row)
+                rows, timings = self._batch(batch, view, closed)
+                finished.extend(row for row in rows if row["row"] == "slice")
                 yield rows, timings
         mine = [r for r in finished if r["backend"] == name]
         closing = {
@@ -266,17 +268,21 @@ class Evaluation:
         yield [closing], []
 
     def _batches(self, images: np.ndarray, todo: list[int], label: str) -> Iterator[_Batch]:
-        """SLICES_PER_BATCH slices at a time, streamed: prepared once, encoded once per backend."""
+        """``rows_per_batch`` slices at a time, streamed: prepared once, encoded once per backend.
+
+        Batches follow the visiting order, so a slice's neighbour (the previous-slice selection) is
+        always finished before it."""
         if not todo:
             return
         others = [self.compare[1]] if self.compare else []
         primary = self.primary[1]
+        size = rows_per_batch(STATE_BYTES, split_state_bytes(primary.spec.embedding_shape))
         streamer = SliceStreamer(primary, images, indices=todo, cache=primary.cache, others=others)
         pending = _Batch([], [], [], [], [])
         with streamer:
             for part in self.progress(streamer, -(-len(todo) // streamer.batch_size), label):
                 pending.add(part)
-                if len(pending.zs) >= SLICES_PER_BATCH:
+                if len(pending.zs) >= size:
                     yield pending.done()
                     pending = _Batch([], [], [], [], [])
         if pending.zs:
@@ -284,73 +290,75 @@ class Evaluation:
 
     def _batch(self, batch: _Batch, plane: _Plane, closed: dict) -> tuple[list[dict], list[dict]]:
         """Every protocol on a batch of slices; rows slice by slice in visiting order."""
-        s, (name, predictor) = self.settings, self.primary
-        case = plane.case.case_id
-        base = {
-            z: {"case": case, "grade": plane.case.grade, "plane": plane.name, "slice": z} for z in batch.zs
-        }
-        runs: dict[str, dict[int, tuple]] = {}
-        decoder: dict[str, dict] = {}
-        for protocol in s.protocols:
-            record = PROTOCOLS[protocol]
-            todo = [
-                (row, z)
-                for row, z in enumerate(batch.zs)
-                if (case, plane.name, z, name, protocol) not in closed
-            ]
-            tracks = [start(record, plane.task(z, s), row) for row, z in todo]
-            started = time.perf_counter()
-            run_tracks(predictor, batch.embeddings, tracks, record, s)
-            decoder[protocol] = {"ms": 1e3 * (time.perf_counter() - started)}
-            replays = [None] * len(tracks)
-            if self.compare:
-                replays = [replaying(t.records, t.gt, t.row) for t in tracks]
-                started = time.perf_counter()
-                run_tracks(self.compare[1], batch.compare, replays, record, s)
-                decoder[protocol]["compare_ms"] = 1e3 * (time.perf_counter() - started)
-            runs[protocol] = {
-                z: pair for (_, z), pair in zip(todo, zip(tracks, replays, strict=True), strict=True)
-            }
+        runs = {p: self._run_protocol(p, batch, plane, closed) for p in self.settings.protocols}
         rows, timings = [], []
-        pixel_mm2 = plane.spacing[0] * plane.spacing[1]
         for n, z in enumerate(batch.zs):
-            timing = {**base[z], "backend": name, "encoder_ms": batch.encoder_ms[n], "decoder": {}}
+            timing = {**plane.base(z), "encoder_ms": batch.encoder_ms[n], "decoder": {}}
             if self.compare:
                 timing["compare_encoder_ms"] = batch.compare_encoder_ms[n]
-            for protocol in s.protocols:
-                if z not in runs[protocol]:
-                    continue
-                track, ref = runs[protocol][z]
-                # Decoder time of the batch's call, shared out evenly over its slices.
-                share = {k: v / len(runs[protocol]) for k, v in decoder[protocol].items()}
-                timing["decoder"][protocol] = {"calls": len(track.records), **share}
-                neighbour_row = closed.get((case, plane.name, plane.neighbour[z], name, protocol))
-                neighbour = None
-                if neighbour_row is not None:
-                    neighbour = records.as_mask(
-                        neighbour_row["selections"]["previous"]["mask"], track.gt.shape
-                    )
-                _select_previous(track.records, track.masks, neighbour)
-                task = plane.task(z, s)
-                step_rows, closing = _slice_rows(
-                    {**base[z], "backend": name, "protocol": protocol},
-                    track.records,
-                    track.masks,
-                    task,
-                    pixel_mm2,
-                )
-                if ref is not None:
-                    closing["compare"] = _parity(
-                        track.records, track.masks, ref.records, ref.masks, self.compare[0]
-                    )
-                    # reduced precisions are judged by task accuracy (eval.parity.TASK_GATE)
-                    closing["compare"]["gate"] = gate_slice(
-                        track.records, track.masks, ref.records, ref.masks, track.gt
-                    )
-                closed[(case, plane.name, z, name, protocol)] = closing  # the next slice's neighbour
-                rows.extend(step_rows + [closing])
+            for protocol, run in runs.items():
+                if z in run.tracks:
+                    timing["decoder"][protocol] = run.timing(z)
+                    rows.extend(self._slice_rows(plane, z, protocol, run.tracks[z], closed))
             timings.append(timing)
         return rows, timings
+
+    def _run_protocol(self, name: str, batch: _Batch, plane: _Plane, closed: dict) -> _ProtocolRun:
+        """Protocol ``name`` on the batch's unfinished slices at once, then replayed on the compare
+        backend with the very same prompts."""
+        s, protocol = self.settings, PROTOCOLS[name]
+        todo = [(row, z) for row, z in enumerate(batch.zs) if plane.key(z, name) not in closed]
+        tracks = [start(protocol, plane.task(z, s), row) for row, z in todo]
+        started = time.perf_counter()
+        run_tracks(self.primary[1], batch.embeddings, tracks, protocol, s)
+        decoder_ms = {"ms": 1e3 * (time.perf_counter() - started)}
+        replays: list[Track | None] = [None] * len(tracks)
+        if self.compare:
+            replays = [replaying(t.records, t.gt, t.row) for t in tracks]
+            started = time.perf_counter()
+            run_tracks(self.compare[1], batch.compare, replays, protocol, s)
+            decoder_ms["compare_ms"] = 1e3 * (time.perf_counter() - started)
+        zs = [z for _, z in todo]
+        return _ProtocolRun(dict(zip(zs, zip(tracks, replays, strict=True), strict=True)), decoder_ms)
+
+    def _slice_rows(self, plane: _Plane, z: int, protocol: str, run, closed: dict) -> list[dict]:
+        """Slice z's rows under one protocol: its steps, then its closing row (with parity against
+        the compare backend), which becomes the next slice's neighbour in ``closed``."""
+        track, ref = run
+        neighbour_row = closed.get(plane.key(plane.neighbour[z], protocol))
+        neighbour = None
+        if neighbour_row is not None:
+            neighbour = records.as_mask(neighbour_row["selections"]["previous"]["mask"], track.gt.shape)
+        _select_previous(track.records, track.masks, neighbour)
+        step_rows, closing = _slice_rows(
+            {**plane.base(z), "protocol": protocol},
+            track.records,
+            track.masks,
+            plane.task(z, self.settings),
+            plane.spacing[0] * plane.spacing[1],
+        )
+        if ref is not None:
+            closing["compare"] = _parity(track.records, track.masks, ref.records, ref.masks, self.compare[0])
+            # reduced precisions are judged by task accuracy (eval.parity.TASK_GATE)
+            closing["compare"]["gate"] = gate_slice(
+                track.records, track.masks, ref.records, ref.masks, track.gt
+            )
+        closed[plane.key(z, protocol)] = closing
+        return [*step_rows, closing]
+
+
+@dataclass
+class _ProtocolRun:
+    """One protocol on a batch: slice -> (its track, its replay on the compare backend or None),
+    and the batch's decoder time per backend ("ms", "compare_ms")."""
+
+    tracks: dict[int, tuple[Track, Track | None]]
+    decoder_ms: dict[str, float]
+
+    def timing(self, z: int) -> dict:
+        """Slice z's decoder calls, and the batch's decoder time shared out evenly over its slices."""
+        share = {k: v / len(self.tracks) for k, v in self.decoder_ms.items()}
+        return {"calls": len(self.tracks[z][0].records), **share}
 
 
 @dataclass
@@ -359,10 +367,24 @@ class _Plane:
 
     case: Case
     name: str
+    backend: str  # the primary backend's name, which the rows carry
     gts: np.ndarray
     spacing: tuple[float, float]
     extent_box: np.ndarray
     neighbour: dict
+
+    def key(self, z: int, protocol: str) -> records.SliceKey:
+        return records.SliceKey(self.case.case_id, self.name, z, self.backend, protocol)
+
+    def base(self, z: int) -> dict:
+        """What every row of slice z starts with."""
+        return {
+            "case": self.case.case_id,
+            "grade": self.case.grade,
+            "plane": self.name,
+            "slice": z,
+            "backend": self.backend,
+        }
 
     def task(self, z: int, settings: Settings) -> SliceTask:
         rng = slice_rng(settings.seed, self.case.case_id, self.name, z)  # fresh for every protocol

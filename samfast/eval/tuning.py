@@ -117,20 +117,18 @@ def run_gate(candidate, reference, backend: str, slices: int = ALL_SLICES) -> di
     """The task accuracy gate of ``candidate`` against the fp32 ``reference`` on ``slices`` demo
     slices spread over the demo cases (ALL_SLICES: every target slice), every protocol, through the
     evaluation engine."""
-    from dataclasses import asdict
-
     from samfast.eval.datasets import find_brats_cases
-    from samfast.eval.run import PROTOCOLS, Evaluation, Settings
+    from samfast.eval.run import Evaluation, Settings
     from samfast.eval.summary import summarise
     from samfast.io import find_demo_data
 
     cases, _ = find_brats_cases(find_demo_data())
     per_case = math.ceil(slices / len(cases)) if slices else None
-    settings = Settings(protocols=list(PROTOCOLS), slices_per_case=per_case)
+    settings = Settings(protocol="all", slices_per_case=per_case)
     with tempfile.TemporaryDirectory(prefix="samfast-tune-") as folder:
         evaluation = Evaluation((backend, candidate), ("torch", reference), settings, Path(folder))
         rows = evaluation.run(cases, [], {"purpose": "samfast tune gate"}, fresh=True)
-    summary = summarise(rows, [], {"settings": asdict(settings)})
+    summary = summarise(rows, [], {"settings": settings.record()})
     return summary["precision_gate"]
 
 
