@@ -10,6 +10,7 @@ import json
 import onnx
 import pytest
 
+from samfast.artifacts.graphs import ENCODER_GRAPH
 from samfast.artifacts.manifest import read_manifest
 from samfast.export.cache import ensure_onnx, onnx_dir
 from samfast.export.onnx_export import export_onnx
@@ -100,13 +101,13 @@ def test_manifest_for_other_settings_triggers_a_rebuild(cache):
 def test_a_set_with_an_older_encoder_graph_is_rebuilt(cache):
     folder = _build(cache)
     manifest = read_manifest(folder)
-    assert manifest["encoder_graph"] == 2
+    assert manifest["encoder_graph"] == ENCODER_GRAPH
     manifest["encoder_graph"] = 1
     (folder / "manifest.json").write_text(json.dumps(manifest))
     messages: list[str] = []
     _build(cache, messages)
     assert any("building onnx" in m and "encoder_graph" in m for m in messages)
-    assert read_manifest(folder)["encoder_graph"] == 2
+    assert read_manifest(folder)["encoder_graph"] == ENCODER_GRAPH
 
 
 def test_litemedsam_encoder_graph_has_separate_q_k_v_and_no_split():
@@ -138,3 +139,24 @@ def test_interrupted_export_leaves_no_set_behind(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         export_onnx(build_model(MODEL), target, log=interrupt)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_litemedsam_encoder_graph_keeps_its_local_convolutions_channels_last():
+    import torch
+
+    from samfast.export.wrappers import EncoderForExport
+
+    folder = ensure_onnx("litemedsam", resolve_weights("litemedsam"), log=lambda m: None)  # session cache
+    graph = onnx.load(str(folder / "encoder.onnx")).graph
+    perms = [
+        tuple(a.ints) for n in graph.node if n.op_type == "Transpose" for a in n.attribute if a.name == "perm"
+    ]
+    assert (0, 2, 1) not in perms  # no tokens <-> (B, C, L) transposes around the convolutions
+    assert perms.count((0, 3, 1, 2)) >= 10 and perms.count((0, 2, 3, 1)) >= 10
+    model = build_model("litemedsam")
+    plain = EncoderForExport(model).eval()
+    rewritten = EncoderForExport(model, separate_qkv=True, channels_last=True).eval()
+    images = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected, got = plain(images), rewritten(images)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-5), float((got - expected).abs().max())

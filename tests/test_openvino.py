@@ -73,7 +73,9 @@ def test_released_graphs_hand_back_their_sessions_and_reopen_the_same(slices, ba
 
 
 def test_encoder_is_static_for_its_first_batch_and_turns_dynamic_once_for_another(slices):
-    predictor = Predictor("litemedsam", backend="openvino", threads=2)
+    # One thread: one request for every batch (with more, a batch runs one request per core,
+    # tests/test_openvino_per_slice.py).
+    predictor = Predictor("litemedsam", backend="openvino", threads=1)
     one = predictor.prepare_image(slices[0][0])[None]
     two = np.concatenate([one, predictor.prepare_image(slices[1][0])[None]])
     first = predictor.backend.encode(one)

@@ -11,8 +11,8 @@ EXPORT_SCHEMA = 1
 # The decoder split at the prompt (samfast.export.split_decoder): a click on a cached embedding
 # runs only the prompt side.
 SPLIT_DECODER = 1
-# 2: TinyViT's q/k/v as three Linears.
-ENCODER_GRAPH = 2
+# 2: TinyViT's q/k/v as three Linears. 3: its local convolutions' layout changes as 4-D permutes.
+ENCODER_GRAPH = 3
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"

@@ -87,7 +87,7 @@ def write_onnx(
     }
     log(f"exporting {spec.name} encoder to ONNX (opset {opset})")
     _export_graph(
-        EncoderForExport(model, separate_qkv=True),
+        EncoderForExport(model, separate_qkv=True, channels_last=True),
         example_encoder_inputs(spec, batch=2),
         folder / ENCODER_FILE,
         ENCODER_INPUTS,
