@@ -13,57 +13,40 @@
 
 namespace samfast {
 
-template <class T>
-struct Layout;
+// What the library knows of a public struct. name: for messages; init: how a caller sets
+// struct_size; oldest: the smallest struct_size this library reads, the size of the first layout
+// with struct_size. A field appended later leaves `oldest` where it was (offsetof(T, the new
+// field) from then on) and gets its default when a caller's struct_size ends before it.
+struct Layout {
+  const char* name;
+  const char* init;
+  size_t oldest;
+};
 
-// name: for messages; init: how a caller sets struct_size; oldest: the smallest struct_size this
-// library reads, the size of the first layout with struct_size. A field appended later leaves
-// `oldest` alone (say offsetof(T, the_new_field) from then on) and gets its default when a
-// caller's struct_size ends before it.
-template <>
-struct Layout<samfast_info> {
-  static constexpr const char* name = "samfast_info";
-  static constexpr const char* init = "SAMFAST_INFO_INIT()";
-  static constexpr size_t oldest = sizeof(samfast_info);
-};
-template <>
-struct Layout<samfast_options> {
-  static constexpr const char* name = "samfast_options";
-  static constexpr const char* init = "SAMFAST_OPTIONS_INIT()";
-  static constexpr size_t oldest = sizeof(samfast_options);
-};
-template <>
-struct Layout<samfast_prompt> {
-  static constexpr const char* name = "samfast_prompt";
-  static constexpr const char* init = "SAMFAST_PROMPT_INIT()";
-  static constexpr size_t oldest = sizeof(samfast_prompt);
-};
-template <>
-struct Layout<samfast_output> {
-  static constexpr const char* name = "samfast_output";
-  static constexpr const char* init = "SAMFAST_OUTPUT_INIT()";
-  static constexpr size_t oldest = sizeof(samfast_output);
-};
-template <>
-struct Layout<samfast_volume_options> {
-  static constexpr const char* name = "samfast_volume_options";
-  static constexpr const char* init = "samfast_volume_options_init(&options, sizeof options)";
-  static constexpr size_t oldest = sizeof(samfast_volume_options);
-};
+// layout_of(static_cast<const T*>(nullptr)): one overload a struct; another type does not compile.
+#define SAMFAST_LAYOUT(type, init, oldest) \
+  constexpr Layout layout_of(const type*) { return {#type, init, oldest}; }
+SAMFAST_LAYOUT(samfast_info, "SAMFAST_INFO_INIT()", sizeof(samfast_info))
+SAMFAST_LAYOUT(samfast_options, "SAMFAST_OPTIONS_INIT()", sizeof(samfast_options))
+SAMFAST_LAYOUT(samfast_prompt, "SAMFAST_PROMPT_INIT()", sizeof(samfast_prompt))
+SAMFAST_LAYOUT(samfast_output, "SAMFAST_OUTPUT_INIT()", sizeof(samfast_output))
+SAMFAST_LAYOUT(samfast_volume_options, "samfast_volume_options_init(&options, sizeof options)",
+               sizeof(samfast_volume_options))
+#undef SAMFAST_LAYOUT
 
 // The bytes of T both sides know: min(struct_size, sizeof(T)); a struct_size of 0 or below the
 // oldest layout is refused.
 template <class T>
 size_t known_bytes(size_t struct_size) {
-  using L = Layout<T>;
+  constexpr Layout layout = layout_of(static_cast<const T*>(nullptr));
   if (struct_size == 0)
     fail(SAMFAST_ERR_INVALID_ARGUMENT,
-         std::string(L::name) + ".struct_size is 0: initialise the struct with " + L::init);
-  if (struct_size < L::oldest)
-    fail(SAMFAST_ERR_INVALID_ARGUMENT, std::string(L::name) + ".struct_size is " + std::to_string(struct_size) +
+         std::string(layout.name) + ".struct_size is 0: initialise the struct with " + layout.init);
+  if (struct_size < layout.oldest)
+    fail(SAMFAST_ERR_INVALID_ARGUMENT, std::string(layout.name) + ".struct_size is " + std::to_string(struct_size) +
                                            " bytes, smaller than the oldest layout this libsamfast " SAMFAST_VERSION
-                                           " reads (" + std::to_string(L::oldest) +
-                                           " bytes): initialise it with " + L::init);
+                                           " reads (" + std::to_string(layout.oldest) +
+                                           " bytes): initialise it with " + layout.init);
   return std::min(struct_size, sizeof(T));
 }
 

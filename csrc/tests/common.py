@@ -1,8 +1,9 @@
-"""Shared by the ctest scripts: the shipped BraTS demo cases and how slices are picked from them
-(the same rules as tests/conftest.py)."""
+"""Shared by the ctest scripts: their arguments and tally line, the shipped BraTS demo cases and how
+slices are picked from them (the same rules as tests/conftest.py)."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,23 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "data" / "brats_demo"
 CASES = ("BraTS20_Demo_001", "BraTS20_Demo_002")
 TUMOUR_CORE = (1, 4)
+
+
+def library_arguments(description: str, formats) -> argparse.Namespace:
+    """--lib (libsamfast), --fixtures (what fixtures.py wrote) and --format (one of ``formats``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--lib", required=True)
+    parser.add_argument("--fixtures", type=Path, required=True)
+    parser.add_argument("--format", choices=sorted(formats), default="onnx")
+    return parser.parse_args()
+
+
+def summarise(checks: int, failures: list[str]) -> int:
+    """Print each failure and ctest's "N passed, N failed" line; the exit status."""
+    for line in failures:
+        print("FAIL", line)
+    print(f"{checks - len(failures)} passed, {len(failures)} failed")
+    return 1 if failures else 0
 
 
 def load_case(case: str) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,6 @@ refuses too (InputError), and the other way round.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import json
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import library_arguments  # noqa: E402
 from samfast_ctypes import Info, Library, SamfastCError  # noqa: E402
 
 from samfast import Predictor  # noqa: E402
@@ -316,11 +316,7 @@ def predicting(lib: Library, fixtures: Path, fmt: str) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--lib", required=True)
-    parser.add_argument("--fixtures", type=Path, required=True)
-    parser.add_argument("--format", choices=sorted(SUFFIX), default="onnx")
-    args = parser.parse_args()
+    args = library_arguments(__doc__, SUFFIX)
     lib = Library(args.lib)
     opening(lib, args.fixtures, args.format)
     predicting(lib, args.fixtures, args.format)

@@ -109,19 +109,17 @@ def main() -> int:
             cases.append((f"{case} z{z}", scaled[z], bounding_box(truth[z]), np.array([[x, y]], np.float32)))
 
     def run(backend: str, image, box, click, kind: str):
-        if backend in models:
-            model = models[backend]
-            if kind == "set":
-                return model.set_slice(image)
-            if kind == "box":
-                return model.predict(box=box, multimask=False)
-            return model.predict(box=box, points=click, labels=[1], multimask=True)
-        predictor = predictors[backend]
+        if backend in models:  # the C model's argument names, then the Predictor's
+            set_slice, predict = models[backend].set_slice, models[backend].predict
+            box_only = {"multimask": False}
+            with_click = {"points": click, "labels": [1], "multimask": True}
+        else:
+            set_slice, predict = predictors[backend].set_image, predictors[backend].predict
+            box_only = {"multimask_output": False}
+            with_click = {"point_coords": click, "point_labels": [1], "multimask_output": True}
         if kind == "set":
-            return predictor.set_image(image)
-        if kind == "box":
-            return predictor.predict(box=box, multimask_output=False)
-        return predictor.predict(box=box, point_coords=click, point_labels=[1], multimask_output=True)
+            return set_slice(image)
+        return predict(box=box, **(box_only if kind == "box" else with_click))
 
     kinds = {
         "set": "set_slice / set_image",

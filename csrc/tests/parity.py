@@ -18,7 +18,6 @@ precision hint) is judged against the PyTorch fp32 reference by the Python side'
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CASES, dice, load_case, tumour_slices  # noqa: E402
+from common import CASES, dice, library_arguments, load_case, summarise, tumour_slices  # noqa: E402
 from samfast_ctypes import Library  # noqa: E402
 
 from samfast import Predictor  # noqa: E402
@@ -239,11 +238,7 @@ def tiny(lib: Library, folder: Path, fmt: str) -> tuple[int, list[str]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--lib", required=True)
-    parser.add_argument("--fixtures", type=Path, required=True)
-    parser.add_argument("--format", choices=sorted(PYTHON_BACKEND), default="onnx")
-    args = parser.parse_args()
+    args = library_arguments(__doc__, PYTHON_BACKEND)
     lib = Library(args.lib)
     sets = args.fixtures / "sets" / args.format
     checks, failures = litemedsam(lib, sets / "litemedsam", args.format)
@@ -253,11 +248,7 @@ def main() -> int:
         more, failed = bf16(lib, sets / "litemedsam")
         checks, failures = checks + more, failures + failed
     print()
-    for line in failures:
-        print("FAIL", line)
-    # one check per (comparison, prompt kind) row above
-    print(f"{checks - len(failures)} passed, {len(failures)} failed")
-    return 1 if failures else 0
+    return summarise(checks, failures)  # one check per (comparison, prompt kind) row above
 
 
 if __name__ == "__main__":
