@@ -71,7 +71,8 @@
 extern "C" {
 #endif
 
-/* The library's version: samfast_version() returns the same string. It versions the C interface
+/* The version of this header and of the library built with it (samfast_version() at run time;
+   CMake reads the project version from this line). It versions the C interface
    (the 0.x series: a minor version may change it, see csrc/README.md) and moves independently of
    the Python package's version. */
 #define SAMFAST_VERSION "0.3.0"
@@ -169,7 +170,8 @@ typedef struct samfast_output {
 #define SAMFAST_PROMPT_INIT(...) {.struct_size = sizeof(samfast_prompt), __VA_ARGS__}
 #define SAMFAST_OUTPUT_INIT(...) {.struct_size = sizeof(samfast_output), __VA_ARGS__}
 
-/* Library version string: SAMFAST_VERSION, the version of this header (see csrc/README.md, ABI policy). */
+/* The loaded library's version: the SAMFAST_VERSION it was built with. A host compares it with the
+   SAMFAST_VERSION of the header it was compiled against (see csrc/README.md, ABI policy). */
 SAMFAST_API const char* samfast_version(void);
 
 /* Name of a status code, e.g. "SAMFAST_ERR_MANIFEST". */
