@@ -1,5 +1,5 @@
 """A samfast command's first run (empty engines folder: the set is exported on the way) against its
-second: wall time, the user process's peak RSS, the export child's peak RSS, whether torch was imported.
+second: wall time, peak RSS of the user process and of its largest child (the export), torch or not.
 
     python bench/first_run.py                    # `samfast bench brats` (LiteMedSAM, shipped demo), twice
     python bench/first_run.py --repeat 1 -- segment VOLUME --box ... --out mask.nii.gz
@@ -7,7 +7,7 @@ second: wall time, the user process's peak RSS, the export child's peak RSS, whe
 
 With --engines, that folder is used as it is (warm runs only). Each run is a fresh interpreter that
 runs the CLI and, at its exit, reads its own peak RSS (RUSAGE_SELF) and its largest child's
-(RUSAGE_CHILDREN: the export process); /usr/bin/time would report the larger of the two.
+(RUSAGE_CHILDREN: on a first run, the export process); /usr/bin/time would report the larger of the two.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def main() -> int:
     with open(args.out / "rows.jsonl", "a") as handle:
         for row in rows:
             handle.write(json.dumps(row) + "\n")
-    print("| run | exit | wall s | peak RSS MB: user process | export child | torch | load before → after |")
+    print("| run | exit | wall s | peak RSS MB: user process | largest child | torch | load before → after |")
     print("| --- | ---: | ---: | ---: | ---: | --- | --- |")
     for row in rows:
         print(
