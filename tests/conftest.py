@@ -41,7 +41,8 @@ def engine_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def samfast_cache(tmp_path_factory) -> Path:
     """A session-private cache folder: no machine profile of the developer's (samfast tune) changes
-    which backend a test's default Predictor gets."""
+    which backend a command run without --backend gets (the CLI reads the profile; a Predictor only
+    uses one it is handed)."""
     folder = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SAMFAST_CACHE", str(folder))

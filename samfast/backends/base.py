@@ -128,6 +128,19 @@ def decode_each_row(
     return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
 
 
+class HoldsItsGraphs:
+    """The contract's defaults for backends that keep their graphs loaded for their lifetime (torch,
+    TorchScript, TensorRT): rows decoded one call each, nothing to release."""
+
+    def decode_rows(
+        self, embeddings: np.ndarray, rows: Sequence[int], prompts: Prompts
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return decode_each_row(self.decode, embeddings, rows, prompts)
+
+    def release(self, *graphs: str) -> None:
+        """Nothing to hand back (info.releases_graphs is False)."""
+
+
 def splits_decoder(backend: Backend) -> bool:
     """Whether ``backend`` answers clicks from a kept image state (its info says so)."""
     return backend.info.split_decoder

@@ -5,14 +5,13 @@ Engines are bound to a GPU architecture and TensorRT version; a set built elsewh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from samfast.artifacts.gpu import gpu_identity, tensorrt_available
 from samfast.artifacts.manifest import read_manifest
-from samfast.backends.base import BackendInfo, Prompts, decode_each_row, info_fields
+from samfast.backends.base import BackendInfo, HoldsItsGraphs, Prompts, info_fields
 from samfast.errors import InputError, SamfastError
 
 _POINTS = "points in a prompt set (a box counts as 2 points, no box adds a padding point)"
@@ -105,7 +104,7 @@ class _Engine:
         return {name: host.numpy().astype(np.float32, copy=True) for name, host in hosts.items()}
 
 
-class TensorRTBackend:
+class TensorRTBackend(HoldsItsGraphs):
     name = "tensorrt"
 
     def __init__(
@@ -191,14 +190,6 @@ class TensorRTBackend:
             self._check("decoder", name, tuple(value.shape))
         out = self.decoder.run(feeds, self._stream)
         return out["low_res_masks"], out["iou_predictions"]
-
-    def decode_rows(
-        self, embeddings: np.ndarray, rows: Sequence[int], prompts: Prompts
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return decode_each_row(self.decode, embeddings, rows, prompts)
-
-    def release(self, *graphs: str) -> None:
-        """Nothing to hand back: the engines stay deserialized (info.releases_graphs is False)."""
 
     def describe(self) -> dict:
         return info_fields(self.info) | {

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
-from samfast.backends.base import BackendInfo, Prompts, decode_each_row, info_fields
+from samfast.backends.base import BackendInfo, HoldsItsGraphs, Prompts, decode_each_row, info_fields
 from samfast.errors import InputError
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-class TorchBackend:
+class TorchBackend(HoldsItsGraphs):
     name = "torch"
 
     def __init__(
@@ -122,9 +122,6 @@ class TorchBackend:
                 dense_prompt_embeddings=embeddings + dense,
             )
         return masks.float().cpu().numpy(), iou.float().cpu().numpy()
-
-    def release(self, *graphs: str) -> None:
-        """Nothing to hand back: the modules stay (info.releases_graphs is False)."""
 
     def describe(self) -> dict:
         return info_fields(self.info) | {"torch": torch.__version__}

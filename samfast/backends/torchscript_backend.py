@@ -8,13 +8,12 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from samfast.backends.base import BackendInfo, Prompts, decode_each_row, info_fields
+from samfast.backends.base import BackendInfo, HoldsItsGraphs, Prompts, info_fields
 from samfast.errors import InputError
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -22,7 +21,7 @@ _FILES = ("encoder.pt", "decoder.pt")
 _METADATA_FILE = "samfast.json"
 
 
-class TorchScriptBackend:
+class TorchScriptBackend(HoldsItsGraphs):
     name = "torchscript"
 
     def __init__(self, folder: Path, low_res_size: int, device: str = "cpu", precision: str = "fp32") -> None:
@@ -96,14 +95,6 @@ class TorchScriptBackend:
                 self._tensor(feeds["has_mask_input"]),
             )
         return masks.float().cpu().numpy(), iou.float().cpu().numpy()
-
-    def decode_rows(
-        self, embeddings: np.ndarray, rows: Sequence[int], prompts: Prompts
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return decode_each_row(self.decode, embeddings, rows, prompts)
-
-    def release(self, *graphs: str) -> None:
-        """Nothing to hand back: the modules stay (info.releases_graphs is False)."""
 
     def describe(self) -> dict:
         meta = self.metadata.get("encoder", {})
