@@ -42,5 +42,13 @@ def test_a_batch_runs_one_request_per_core_and_gives_the_rows_of_single_slices(f
     assert not backend._graphs
 
 
-def test_one_core_keeps_one_request():
+def test_one_core_keeps_one_request_and_more_cores_share_two(folder):
     assert core_count(1) == 1 and core_count(3) == 3 and core_count(None) >= 1
+    spec = get_spec("tiny_vit_test")
+    images = np.zeros((2, 3, spec.input_size, spec.input_size), np.float32)
+    single = OpenVinoBackend(folder, spec.low_res_size, threads=1)
+    single.encode(images)
+    assert PER_SLICE_GRAPH not in single._graphs
+    wide = OpenVinoBackend(folder, spec.low_res_size, threads=3)
+    wide.encode(images)
+    assert wide._graphs[PER_SLICE_GRAPH][0].compiled.get_property("NUM_STREAMS") == 2

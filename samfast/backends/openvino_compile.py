@@ -1,8 +1,9 @@
-"""The encoder on OpenVINO as one inference request per core, one slice each, for batches of slices.
+"""The encoder on OpenVINO as two inference requests side by side, one slice each, for batches.
 
 One request with two threads spends part of each layer waiting for the slower thread; two requests
 of one thread each keep both cores busy (bench/encoder_streams.py: more slices per second at bf16
-and fp32 on two cores, the embeddings bit for bit the same).
+and fp32 on two cores, the embeddings bit for bit the same). Each request holds its own activations
+(~115 MiB at bf16), so there are two at most; with more cores they share them.
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ import os
 import numpy as np
 
 PER_SLICE_GRAPH = "encoder_per_slice"  # its key among OpenVinoBackend's compiled graphs
+MAX_REQUESTS = 2
 
 
 def core_count(threads: int | None) -> int:
-    """The requests to run side by side: the backend's threads, else the cores this process may use."""
+    """The backend's threads, else the cores this process may use."""
     return int(threads) if threads else len(os.sched_getaffinity(0))
 
 
 class PerSliceRequests:
-    """The encoder compiled for one slice (a static shape) on ``streams`` streams of one thread each,
-    fed through an AsyncInferQueue: slice i of a batch runs on whichever request is free."""
+    """The encoder compiled for one slice (a static shape) on ``streams`` streams sharing ``threads``
+    threads, fed through an AsyncInferQueue: slice i of a batch runs on whichever request is free."""
 
-    def __init__(self, core, path, slice_shape: tuple[int, ...], precision_hint: str, streams: int) -> None:
+    def __init__(
+        self, core, path, slice_shape: tuple[int, ...], precision_hint: str, streams: int, threads: int
+    ) -> None:
         import openvino as ov
 
         model = core.read_model(str(path))
@@ -31,7 +35,7 @@ class PerSliceRequests:
         config = {
             "INFERENCE_PRECISION_HINT": precision_hint,
             "NUM_STREAMS": streams,
-            "INFERENCE_NUM_THREADS": streams,  # one thread per stream
+            "INFERENCE_NUM_THREADS": threads,  # on two cores: one thread per stream
         }
         self.slice_shape = tuple(slice_shape)
         self.compiled = core.compile_model(model, "CPU", config)
@@ -53,8 +57,9 @@ class PerSliceRequests:
 
 def per_slice_requests(backend, images: np.ndarray) -> PerSliceRequests | None:
     """The backend's per-slice requests for this batch (compiled on first use and held with its
-    other graphs), or None where one request does better: a single slice, or a single core."""
-    streams = core_count(backend.threads)
+    other graphs), or None where one request does better: a single slice, or a single thread."""
+    threads = core_count(backend.threads)
+    streams = min(threads, MAX_REQUESTS)
     if len(images) < 2 or streams < 2:
         return None
     held = backend._graphs.get(PER_SLICE_GRAPH)
@@ -65,6 +70,7 @@ def per_slice_requests(backend, images: np.ndarray) -> PerSliceRequests | None:
             images.shape[1:],
             backend._config["INFERENCE_PRECISION_HINT"],
             streams,
+            threads,
         )
         backend._graphs[PER_SLICE_GRAPH] = held = (requests,)
     return held[0]
