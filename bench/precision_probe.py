@@ -30,6 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from samfast.artifacts.manifest import dist_version
+from samfast.backends.base import BackendInfo, HoldsItsGraphs, info_fields
 from samfast.backends.torch_backend import TorchBackend
 from samfast.eval.parity import compare_predictors
 from samfast.eval.verify import parity_slices
@@ -82,10 +83,11 @@ def torch_variant(model, part: str) -> Predictor:
     return Predictor.from_backend(spec.name, weights, TorchBackend(candidate))
 
 
-class _Int8Encoder:
+class _Int8Encoder(HoldsItsGraphs):
     """NNCF-quantised OpenVINO encoder in front of the torch fp32 decoder: only the encoder is int8."""
 
     name = "openvino-int8"
+    info = BackendInfo(name, "cpu", "int8")
 
     def __init__(self, model, calibration: list[np.ndarray], threads: int) -> None:
         import nncf
@@ -113,7 +115,7 @@ class _Int8Encoder:
         return self._decoder.decode(embedding, prompts)
 
     def describe(self) -> dict:
-        return {"backend": self.name, "precision": "int8"}
+        return info_fields(self.info)
 
 
 def calibration_images(predictor: Predictor, slices, per_case: int = 16) -> list[np.ndarray]:

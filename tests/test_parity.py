@@ -61,7 +61,7 @@ def test_a_broken_candidate_fails_the_check(predictors, demo_cases):
 
     class DropBox:
         def __init__(self, inner):
-            self.inner = inner
+            self.inner, self.name, self.info = inner, inner.name, inner.info
 
         def encode(self, images):
             return self.inner.encode(images)
@@ -72,6 +72,13 @@ def test_a_broken_candidate_fails_the_check(predictors, demo_cases):
         def decode(self, embedding, prompts):
             prompts.boxes = None if prompts.point_coords is not None else prompts.boxes * 0.9
             return self.inner.decode(embedding, prompts)
+
+        def decode_rows(self, embeddings, rows, prompts):
+            prompts.boxes = None if prompts.point_coords is not None else prompts.boxes * 0.9
+            return self.inner.decode_rows(embeddings, rows, prompts)
+
+        def release(self, *graphs):
+            self.inner.release(*graphs)
 
     volume, label = demo_cases[CASES[0]]
     z = int(np.argmax(label.sum(axis=(1, 2))))
