@@ -137,7 +137,8 @@ def run_volume_bench(
             if line.strip():
                 row = json.loads(line)
                 rows[row["case"]] = row
-    predictor.cache = EmbeddingCache()
+    # the 3D walk and its baselines share one embedding per slice; the caller's predictor is left alone
+    predictor = predictor.with_cache(EmbeddingCache())
     for case in cases:
         if case.case_id in rows:
             continue
