@@ -15,6 +15,7 @@ from child import run_json
 from conftest import REPO
 
 from samfast.artifacts.layout import find_set
+from samfast.export.cache import SetRequest
 from samfast.export.child import ExportFailed, export_in_child
 from samfast.models import WeightsInfo, get_spec, resolve_weights
 from samfast.models.checkpoints import RANDOM_SEED
@@ -56,7 +57,9 @@ def test_a_failing_export_comes_back_as_one_line_naming_its_reason(tmp_path):
     checkpoint.write_bytes(b"not the weights the caller checked")
     weights = WeightsInfo(random=False, sha256="0" * 64, path=str(checkpoint))
     with pytest.raises(ExportFailed) as failed:
-        export_in_child("litemedsam", weights, "onnx", engine_dir=tmp_path / "engines", log=lambda m: None)
+        export_in_child(
+            SetRequest("litemedsam", weights, "onnx", engine_dir=tmp_path / "engines"), log=lambda m: None
+        )
     message = str(failed.value)
     assert "\n" not in message and "Traceback" not in message
     assert (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from samfast.artifacts.graphs import DEFAULT_OPSET
@@ -45,25 +46,39 @@ def ensure_set(
             raise
         folder, reason = missing.folder, missing.reason
     log(f"building {fmt} for {spec.name} [{weights.label}] ({reason}); once only, cached in {folder}")
-    return build_locked(model_name, weights, fmt, precision, engine_dir, opset, log)
+    return build_locked(SetRequest(model_name, weights, fmt, precision, engine_dir, opset), log)
 
 
-def build_locked(
-    model_name: str,
-    weights: WeightsInfo,
-    fmt: str,
-    precision: str = "fp32",
-    engine_dir: Path | None = None,
-    opset: int = DEFAULT_OPSET,
-    log: Callable[[str], None] = print,
-) -> Path:
+@dataclass(frozen=True)
+class SetRequest:
+    """What an exported set is made from: the model, its weights, the format and precision, where
+    the engines live (None: the default folder) and the ONNX opset."""
+
+    model_name: str
+    weights: WeightsInfo
+    fmt: str
+    precision: str = "fp32"
+    engine_dir: Path | None = None
+    opset: int = DEFAULT_OPSET
+
+    @property
+    def folder(self) -> Path:
+        return set_dir(get_spec(self.model_name), self.weights, self.fmt, self.precision, self.engine_dir)
+
+
+def build_locked(request: SetRequest, log: Callable[[str], None] = print) -> Path:
     """Export the set while holding its lock. A process that waited for another's export takes the
     set that one wrote instead of writing it again over a folder the other may be reading."""
-    spec = get_spec(model_name)
-    folder = set_dir(spec, weights, fmt, precision, engine_dir)
+    spec, weights, fmt, precision = (
+        get_spec(request.model_name),
+        request.weights,
+        request.fmt,
+        request.precision,
+    )
+    folder, opset = request.folder, request.opset
     with set_lock(folder, log):
         try:
-            return find_set(spec, weights, fmt, precision, engine_dir, opset)
+            return find_set(spec, weights, fmt, precision, request.engine_dir, opset)
         except MissingSet:
             pass
         from samfast.models import build_model

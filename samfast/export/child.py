@@ -17,11 +17,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from samfast.artifacts.graphs import DEFAULT_OPSET
-from samfast.artifacts.layout import default_engine_dir, set_dir
+from samfast.artifacts.layout import default_engine_dir
 from samfast.errors import CheckpointError, SamfastError
+from samfast.export.cache import SetRequest, build_locked
 from samfast.models import WeightsInfo, get_spec
 
 # With nothing from the child for this long, the caller is told it is still exporting.
@@ -47,26 +49,27 @@ def expected_seconds(model_name: str) -> int:
 
 
 def export_in_child(
-    model_name: str,
-    weights: WeightsInfo,
-    fmt: str,
-    precision: str = "fp32",
-    engine_dir: Path | None = None,
-    opset: int = DEFAULT_OPSET,
-    log: Callable[[str], None] = _default_log,
-    reason: str | None = None,
+    request: SetRequest, log: Callable[[str], None] = _default_log, reason: str | None = None
 ) -> Path:
     """Build the set in ``python -m samfast.export.child`` and return its folder; the child's log
     lines are relayed to ``log``, with a line every PROGRESS_EVERY_S while it says nothing."""
-    spec = get_spec(model_name)
-    engine_dir = Path(engine_dir or default_engine_dir())
-    folder = set_dir(spec, weights, fmt, precision, engine_dir)
+    spec, weights, fmt, opset = get_spec(request.model_name), request.weights, request.fmt, request.opset
+    engine_dir = Path(request.engine_dir or default_engine_dir())
+    folder = replace(request, engine_dir=engine_dir).folder
     why = f"{reason}; " if reason else ""
     log(
         f"exporting the {fmt} set for {spec.name} [{weights.label}] in a separate process "
         f"({why}first run only, ~{expected_seconds(spec.name)} s); cached in {folder}"
     )
-    command = [sys.executable, "-m", "samfast.export.child", spec.name, fmt, precision, str(engine_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "samfast.export.child",
+        spec.name,
+        fmt,
+        request.precision,
+        str(engine_dir),
+    ]
     command += ["--opset", str(opset)] + _weights_arguments(weights)
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as stderr:
@@ -174,18 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     # The caller's terminate() must still remove the half-written temporary folder (build_set
     # cleans up on any exception, SystemExit included).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    from samfast.export.cache import build_locked
 
     try:
-        build_locked(
-            args.model,
-            _weights(args),
-            args.fmt,
-            args.precision,
-            args.engine_dir,
-            args.opset,
-            log=lambda message: print(message, flush=True),
+        request = SetRequest(
+            args.model, _weights(args), args.fmt, args.precision, args.engine_dir, args.opset
         )
+        build_locked(request, log=lambda message: print(message, flush=True))
     except SamfastError as error:
         print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
         return FAILED

@@ -47,7 +47,7 @@ def graph_entries(encoder_file: str, decoder_file: str) -> dict:
     }
 
 
-def _patch_merging_forward(self, x: torch.Tensor) -> torch.Tensor:
+def _merged_map(self, x: torch.Tensor) -> torch.Tensor:
     # TinyViT's PatchMerging takes the batch from len(x), which the tracer freezes to the example
     # batch; x.shape[0] stays symbolic, so the slice batch axis remains dynamic. Same maths.
     if x.ndim == 3:
@@ -55,8 +55,11 @@ def _patch_merging_forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.view(x.shape[0], height, width, -1).permute(0, 3, 1, 2)
     x = self.act(self.conv1(x))
     x = self.act(self.conv2(x))
-    x = self.conv3(x)
-    return x.flatten(2).transpose(1, 2)
+    return self.conv3(x)
+
+
+def _patch_merging_forward(self, x: torch.Tensor) -> torch.Tensor:
+    return _merged_map(self, x).flatten(2).transpose(1, 2)
 
 
 def _make_batch_traceable(encoder: nn.Module) -> None:
@@ -128,12 +131,7 @@ def _channels_last_block_forward(self, x: torch.Tensor) -> torch.Tensor:
 
 def _channels_last_merging_forward(self, x: torch.Tensor) -> torch.Tensor:
     # _patch_merging_forward, its output taken back to tokens by one 4-D permute.
-    if x.ndim == 3:
-        height, width = self.input_resolution
-        x = x.view(x.shape[0], height, width, -1).permute(0, 3, 1, 2)
-    x = self.act(self.conv1(x))
-    x = self.act(self.conv2(x))
-    x = self.conv3(x)
+    x = _merged_map(self, x)
     return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
 
 

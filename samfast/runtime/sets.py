@@ -24,17 +24,12 @@ def backend_building_missing_set(name: str, model_name: str, weights: WeightsInf
     except MissingSet as missing:
         if not missing.buildable:
             raise
+        from samfast.export.cache import SetRequest
         from samfast.export.child import export_in_child
 
         precision = set_precision(name, options.get("precision", "fp32"))
-        log = options.get("log") or logging.getLogger("samfast").info
+        request = SetRequest(model_name, weights, missing.fmt, precision, options.get("engine_dir"))
         export_in_child(
-            model_name,
-            weights,
-            missing.fmt,
-            precision,
-            options.get("engine_dir"),
-            log=log,
-            reason=missing.reason,
+            request, log=options.get("log") or logging.getLogger("samfast").info, reason=missing.reason
         )
     return create_backend(name, model_name, weights, **options)
