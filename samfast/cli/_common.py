@@ -93,3 +93,20 @@ def machine_profile(backend: str | None, precision: str | None) -> dict | None:
 
         return load_profile()
     return None
+
+
+def open_predictor(
+    model: str,
+    backend: str | None,
+    device: str,
+    precision: str | None,
+    echo: Callable[[str], None],
+    **options,
+):
+    """The Predictor a command runs: the library's log lines shown through ``echo``, the machine
+    profile read where it decides something; ``options`` are Predictor's own (checkpoint, cache...)."""
+    from samfast.runtime.predictor import Predictor
+
+    show_library_log(echo)
+    profile = machine_profile(backend, precision)
+    return Predictor(model, backend=backend, device=device, precision=precision, profile=profile, **options)

@@ -12,7 +12,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from samfast.cli._common import guarded, machine_profile, show_library_log
+from samfast.cli._common import guarded, open_predictor
 from samfast.cli.options import Backend, Checkpoint, Device, Model, Precision, RandomWeights, Target
 from samfast.errors import InputError
 from samfast.eval.datasets import target_mask
@@ -81,7 +81,6 @@ def predict(
     target: Target = "tc",
 ) -> None:
     """Segment one slice from a box and/or clicks and write the mask with the source geometry."""
-    from samfast import Predictor
     from samfast.io import atomic_write_bytes, check_same_grid, get_slice, read_image, write_mask
 
     if box is None and not points:
@@ -102,15 +101,9 @@ def predict(
     if image.GetDimension() == 3 and full_suffix(out).lower() not in VOLUME_SUFFIXES:
         raise InputError(f"{out}: a mask of a volume needs one of {', '.join(VOLUME_SUFFIXES)}")
 
-    show_library_log(lambda m: typer.echo(m, err=True))
-    predictor = Predictor(
-        model,
-        backend=backend,
-        device=device,
-        precision=precision,
-        checkpoint=checkpoint,
-        random_weights=random_weights,
-        profile=machine_profile(backend, precision),
+    echo = lambda m: typer.echo(m, err=True)  # noqa: E731
+    predictor = open_predictor(
+        model, backend, device, precision, echo, checkpoint=checkpoint, random_weights=random_weights
     )
     predictor.set_image(plane)
     masks, scores, _ = predictor.predict(

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from samfast.cli._common import fail, guarded, machine_profile, show_library_log
+from samfast.cli._common import fail, guarded, open_predictor
 from samfast.cli.options import Backend, Checkpoint, Device, Model, Precision, RandomWeights, Target
 from samfast.clinical.propagate import PropagationRule
 from samfast.errors import InputError
@@ -179,7 +179,6 @@ def segment(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from samfast import Predictor
     from samfast.cli.predict import sidecar_path
     from samfast.clinical.prompts import build_prompts, parse_point, read_prompts_file
     from samfast.clinical.rtstruct import check_not_empty, check_roi_name, check_roi_type, parse_color
@@ -223,16 +222,15 @@ def segment(
     from samfast.runtime.embedding_cache import EmbeddingCache
 
     console = Console(stderr=True)
-    show_library_log(lambda m: console.print(m, markup=False, highlight=False))
-    predictor = Predictor(
+    predictor = open_predictor(
         model,
-        backend=backend,
-        device=device,
-        precision=precision,
+        backend,
+        device,
+        precision,
+        lambda m: console.print(m, markup=False, highlight=False),
         checkpoint=checkpoint,
         random_weights=random_weights,
         cache=EmbeddingCache(),  # one for the walk: its slices are encoded ahead in batches, each once
-        profile=machine_profile(backend, precision),
     )
     slice_model = SliceModel(predictor, volume.normalised(normalize))
     spacing = volume.image.GetSpacing()

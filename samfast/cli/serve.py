@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from samfast.cli._common import guarded, machine_profile, show_library_log
+from samfast.cli._common import guarded, open_predictor
 from samfast.cli.options import Backend, Device, Model, Precision
 from samfast.errors import InputError
 
@@ -129,7 +129,6 @@ def serve(
         roots.append(root.resolve())
     import uvicorn
 
-    from samfast import Predictor
     from samfast.io.image_budget import set_max_voxels
     from samfast.serve.app import create_app
     from samfast.serve.connections import ConnectionLimits, protocol_class
@@ -145,14 +144,7 @@ def serve(
         max_folder_entries=max_folder_files,
         allow_roots=tuple(roots),
     )
-    show_library_log(lambda m: typer.echo(m, err=True))
-    predictor = Predictor(
-        model,
-        backend=backend,
-        device=device,
-        precision=precision,
-        profile=machine_profile(backend, precision),
-    )
+    predictor = open_predictor(model, backend, device, precision, lambda m: typer.echo(m, err=True))
     set_max_voxels(max_voxels)  # pictures (PNG, JPEG, TIFF) are decoded under the same budget
     if prefetch is not None and prefetch < 0:
         raise InputError(f"--prefetch {prefetch}: give 0 (off) or a number of slices")
