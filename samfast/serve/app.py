@@ -423,17 +423,16 @@ def create_app(
     def undo_last(session_id: str) -> UndoReply:
         """Put back the slice changed last."""
         session = store.get(session_id)
-        slices = undo(session)
-        z = slices[0]
-        return UndoReply(
-            slice=z, pixels=int(session.mask[z].sum()), mask=packed(session.mask[z]), slices=slices
-        )
+        return undo_reply(session, undo(session))
 
     @app.post("/sessions/{session_id}/redo", responses=_errors(400, 404))
     def redo_last(session_id: str) -> UndoReply:
         """Apply again the change undone last (a new prompt, propagation or edit ends redo)."""
         session = store.get(session_id)
-        slices = redo(session)
+        return undo_reply(session, redo(session))
+
+    def undo_reply(session, slices: list[int]) -> UndoReply:
+        """The first changed slice's mask, and every changed slice's index."""
         z = slices[0]
         return UndoReply(
             slice=z, pixels=int(session.mask[z].sum()), mask=packed(session.mask[z]), slices=slices
