@@ -243,6 +243,11 @@ class _Predictor:
     def describe(self):
         return {"model": "stub"}
 
+    def with_cache(self, cache):  # the service's own predictor, as Predictor.with_cache
+        other = _Predictor()
+        other.cache = cache
+        return other
+
 
 def _client(limits=None):
     return TestClient(create_app(_Predictor(), KEY, limits=limits))

@@ -154,6 +154,7 @@ def test_service_refuses_bad_names_with_a_4xx(base_series):
     # a stand-in model: the name is refused before the session's mask or the model is touched
     spec = SimpleNamespace(name="stand-in", embedding_shape=(256, 64, 64))
     predictor = SimpleNamespace(cache=None, spec=spec, describe=dict)
+    predictor.with_cache = lambda cache: SimpleNamespace(cache=cache, spec=spec, describe=dict)
     key = {"X-API-Key": "test-key-0123456789abcdef"}
     with TestClient(create_app(predictor, key["X-API-Key"])) as client:
         reply = client.post("/sessions", json={"path": str(base_series)}, headers=key)

@@ -50,7 +50,9 @@ def volumes(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(predictor):
-    app = create_app(predictor, KEY, max_sessions=2, cache_slices=8, max_body_bytes=LIMIT)
+    # no idle prefetch: these tests time and count encoder calls prompt by prompt (the prefetch has
+    # its own tests in test_serve_3d.py)
+    app = create_app(predictor, KEY, max_sessions=2, cache_slices=8, max_body_bytes=LIMIT, prefetch_slices=0)
 
     @app.get("/boom")
     def boom():  # stands for a bug in a handler
