@@ -389,8 +389,8 @@ def _encoder_table(
                 timed = step.time_ms(lambda b=backend, x=images: b.encode_tensor(x))
                 per_slice = timed["median_ms"] / batch
                 row[cell] = timed | {"ms_per_slice": per_slice, "slices_per_s": 1e3 / per_slice}
-                if name != "eager_fp32" and hasattr(backend, "sdpa_layers"):
-                    row["sdpa_layers"] = backend.sdpa_layers
+                if name != "eager_fp32" and "sdpa_layers" in backend.describe():
+                    row["sdpa_layers"] = backend.describe()["sdpa_layers"]
             except Exception as error:
                 row[cell] = {"error": f"{type(error).__name__}: {error}"[:500]}
                 if step.cuda:
