@@ -124,7 +124,7 @@ def test_bf16_runs_on_openvino_and_gets_a_verdict_per_protocol(reference, tmp_pa
     really be reduced yet close to fp32."""
     bf16 = Predictor("litemedsam", precision="bf16", threads=2)
     assert bf16.choice.backend == "openvino"  # the fastest native bf16 on the CPU
-    assert bf16.describe()["precision"] == "bf16" and bf16.backend.splits_decoder
+    assert bf16.describe()["precision"] == "bf16" and bf16.backend.info.split_decoder
     protocols = ("box", "points-putz")
     gate = gate_of(bf16, reference, tmp_path, protocols, cases=2)
     assert set(gate["protocols"]) == set(protocols)

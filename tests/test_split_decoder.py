@@ -97,7 +97,7 @@ def test_split_modules_reproduce_predict_masks(reference):
 def test_onnxruntime_split_graphs_equal_the_reference_shared_and_per_row(reference):
     predictor, embeddings, slices = reference
     fast = Predictor("litemedsam", backend="onnxruntime").backend
-    assert fast.splits_decoder
+    assert fast.info.split_decoder
     side = predictor.spec.input_size
     states = fast.image_state(embeddings)
     assert all(len(v) == len(embeddings) for v in states.values())

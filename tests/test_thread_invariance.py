@@ -79,7 +79,7 @@ def _decoder_outputs(threads: int, image: np.ndarray, box: np.ndarray, points: n
     from samfast import Predictor
 
     predictor = Predictor("tiny_vit_test", "onnxruntime", random_weights=True, threads=threads)
-    assert predictor.describe()["intra_op_threads"] == threads and predictor.backend.splits_decoder
+    assert predictor.describe()["intra_op_threads"] == threads and predictor.backend.info.split_decoder
     predictor.set_image(image)
     rows = np.repeat(predictor.get_image_embedding(), 3, axis=0)
     labels = np.ones((3, 1), np.float32)

@@ -139,8 +139,3 @@ class HoldsItsGraphs:
 
     def release(self, *graphs: str) -> None:
         """Nothing to hand back (info.releases_graphs is False)."""
-
-
-def splits_decoder(backend: Backend) -> bool:
-    """Whether ``backend`` answers clicks from a kept image state (its info says so)."""
-    return backend.info.split_decoder

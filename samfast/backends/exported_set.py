@@ -37,18 +37,12 @@ class ExportedSetBackend:
     def __init__(self, folder: Path, low_res_size: int, device: str, precision: str) -> None:
         self.folder = Path(folder)
         self.low_res_size = low_res_size
-        self.device = device
-        self.precision = precision
         # Looked up once, not on every click.
         self.info = BackendInfo(
             self.name, device, precision, split_decoder=has_split_decoder(self.folder), releases_graphs=True
         )
         self.image_states = ImageStateCache(lambda embeddings: self.image_state(embeddings))
         self._graphs: dict[str, object] = {}  # graph name -> what the runtime holds for it
-
-    @property
-    def splits_decoder(self) -> bool:
-        return self.info.split_decoder
 
     # -- the hook ---------------------------------------------------------------------------
 

@@ -78,15 +78,13 @@ def time_configurations(predictors: dict, image: np.ndarray, truth: np.ndarray, 
     """Median encoder and click milliseconds per configuration, taking turns call by call (the order
     rotating each round) after one warm-up round. A click decodes one point on a cached embedding:
     the split decoder's prompt side where the backend has one (its image state made once)."""
-    from samfast.backends.base import splits_decoder
-
     work = {}
     for name, predictor in predictors.items():
         batch = predictor.prepare_image(image)[None]
         embedding = predictor.backend.encode(batch)
         prompts = _click_prompts(predictor, truth)
         backend = predictor.backend
-        if splits_decoder(backend):
+        if backend.info.split_decoder:
             state = backend.image_state(embedding)
             click = lambda b=backend, s=state, p=prompts: b.decode_state(s, p)  # noqa: E731
         else:
