@@ -78,6 +78,7 @@ class BackendInfo:
     batched_rows: bool = False  # decode_rows() runs all rows in one decoder call
     device_tensors: bool = False  # encode_tensor(): device tensor in and out (torch on CUDA)
     releases_graphs: bool = False  # release() hands graphs' memory back (they reopen on next use)
+    side_by_side: int = 1  # slices of a batch / decoder rows run this many at once, a core share each
 
     @property
     def on_cuda(self) -> bool:

@@ -7,13 +7,12 @@ this module opens the graphs as ONNX Runtime sessions.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from samfast.backends.base import info_fields
-from samfast.backends.exported_set import ExportedSetBackend
+from samfast.backends.exported_set import SIDE_BY_SIDE, ExportedSetBackend, cores
 from samfast.errors import InputError
 
 _DEVICE_PROVIDERS = {
@@ -21,14 +20,6 @@ _DEVICE_PROVIDERS = {
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
-
-
-def available_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def session_options(threads: int | None = None):
@@ -40,7 +31,7 @@ def session_options(threads: int | None = None):
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = int(threads) if threads else available_cores()
+    options.intra_op_num_threads = cores(threads)
     options.inter_op_num_threads = 1
     options.enable_cpu_mem_arena = True
     options.enable_mem_pattern = True
@@ -71,23 +62,33 @@ class OnnxRuntimeBackend(ExportedSetBackend):
         wanted = _DEVICE_PROVIDERS[kind]
         if wanted[0] not in ort.get_available_providers():
             raise InputError(f"{wanted[0]} is not available (install the gpu extra: onnxruntime-gpu)")
-        super().__init__(folder, low_res_size, device, precision)
+        super().__init__(folder, low_res_size, device, precision, threads)
         self._options = session_options(threads)
         self.providers = wanted
         self._ort_version = ort.__version__
 
-    def _session(self, name: str):
+    def _session(self, name: str, side_by_side: bool = False):
         """Each graph's session opens on first use: a decoder-only user never holds the encoder.
+        For side-by-side calls a second session of the graph runs each call on its share of the
+        cores (a session's run is thread-safe; with one intra-op thread it runs on the caller's).
         (find_set has checked every file against its sha256 before a backend gets the folder.)"""
-        if name not in self._graphs:
+        key = name + SIDE_BY_SIDE if side_by_side else name
+        if key not in self._graphs:
             import onnxruntime as ort
 
+            options = session_options(self._threads_per_call()) if side_by_side else self._options
             path = self.folder / f"{name}.onnx"
-            self._graphs[name] = ort.InferenceSession(str(path), self._options, providers=self.providers)
-        return self._graphs[name]
+            self._graphs[key] = ort.InferenceSession(str(path), options, providers=self.providers)
+        return self._graphs[key]
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray], outputs) -> list[np.ndarray]:
         return self._session(graph).run(list(outputs), feeds)
+
+    def _run_side_by_side(self, graph: str, feeds_list, outputs) -> list[list[np.ndarray]]:
+        session = self._session(graph, side_by_side=True)
+        return list(
+            self._side_by_side_callers().map(lambda feeds: session.run(list(outputs), feeds), feeds_list)
+        )
 
     @property
     def encoder(self):
@@ -101,6 +102,7 @@ class OnnxRuntimeBackend(ExportedSetBackend):
         return info_fields(self.info) | {
             "providers": self.providers,
             "intra_op_threads": self._options.intra_op_num_threads,
+            "side_by_side": self.info.side_by_side,
             "split_decoder": self.info.split_decoder,
             "onnxruntime": self._ort_version,
             "artifacts": str(self.folder),

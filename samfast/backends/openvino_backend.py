@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from samfast.backends.base import info_fields
-from samfast.backends.exported_set import ExportedSetBackend
-from samfast.backends.openvino_compile import per_slice_requests
+from samfast.backends.exported_set import SIDE_BY_SIDE, ExportedSetBackend, cores
 from samfast.errors import InputError
 
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
@@ -55,8 +54,7 @@ class OpenVinoBackend(ExportedSetBackend):
             config["INFERENCE_NUM_THREADS"] = int(threads)
         # The precision hint applies to the split decoder's both sides too: a bf16 click runs bf16
         # end to end.
-        super().__init__(folder, low_res_size, device, precision)
-        self.threads = threads
+        super().__init__(folder, low_res_size, device, precision, threads)
         self._version = ov.get_version()
         self._core, self._config = ov.Core(), config
 
@@ -80,18 +78,54 @@ class OpenVinoBackend(ExportedSetBackend):
         return self._graphs[name][:2]
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray], outputs) -> list[np.ndarray]:
-        requests = per_slice_requests(self, feeds["images"]) if graph == "encoder" else None
-        if requests is not None:  # two or more slices: one request per core, a slice each
-            return [requests.encode(feeds["images"])]
         # the encoder (one input) is compiled for its input shape; see _graph
         shape = feeds["images"].shape if graph == "encoder" else None
         model, request = self._graph(graph, shape=shape)
         result = request.infer(feeds)
         return [np.array(result[model.output(name)], np.float32, copy=True) for name in outputs]
 
+    def _run_side_by_side(self, graph: str, feeds_list, outputs) -> list[list[np.ndarray]]:
+        """OpenVINO's own way: the graph compiled with one stream per call side by side, sharing
+        the threads, fed through an AsyncInferQueue (each call on whichever request is free)."""
+        shape = tuple(feeds_list[0]["images"].shape) if graph == "encoder" else None
+        held = self._graphs.get(graph + SIDE_BY_SIDE)
+        if held is None or held[2] != shape:
+            held = self._graphs[graph + SIDE_BY_SIDE] = self._streams_graph(graph, shape)
+        compiled, calls, _ = held
+        ports = [compiled.output(name) for name in outputs]
+        results: list = [None] * len(feeds_list)
+
+        def keep(request, index: int) -> None:
+            results[index] = [
+                np.array(request.get_tensor(port).data, np.float32, copy=True) for port in ports
+            ]
+
+        calls.set_callback(keep)
+        for index, feeds in enumerate(feeds_list):
+            calls.start_async(feeds, index)
+        calls.wait_all()
+        return results
+
+    def _streams_graph(self, graph: str, shape: tuple[int, ...] | None):
+        """(compiled model, AsyncInferQueue, static shape or None) with ``info.side_by_side``
+        streams; the encoder static for one slice, the decoder graphs as exported."""
+        import openvino as ov
+
+        model = self._core.read_model(str(self.folder / f"{graph}.onnx"))
+        if shape is not None:
+            model.reshape({model.input(0).get_any_name(): list(shape)})
+        config = {
+            "INFERENCE_PRECISION_HINT": self._config["INFERENCE_PRECISION_HINT"],
+            "NUM_STREAMS": self.info.side_by_side,
+            "INFERENCE_NUM_THREADS": cores(self.threads),  # shared by the streams: one each on two cores
+        }
+        compiled = self._core.compile_model(model, "CPU", config)
+        return compiled, ov.AsyncInferQueue(compiled, self.info.side_by_side), shape
+
     def describe(self) -> dict:
         return info_fields(self.info) | {
             "threads": self.threads,
+            "side_by_side": self.info.side_by_side,
             "split_decoder": self.info.split_decoder,
             "openvino": self._version,
             "artifacts": str(self.folder),
