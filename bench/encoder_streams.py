@@ -5,7 +5,8 @@ OpenVINO (bf16 and fp32): one request with ``--threads`` threads taking slices o
 the backend does today), one request taking a static batch of ``--threads`` slices, and
 ``NUM_STREAMS = --threads`` streams of one thread each fed through an AsyncInferQueue. ONNX Runtime
 fp32: one session with ``--threads`` intra-op threads, against ``--threads`` sessions of one thread
-each, run from as many Python threads (the session releases the GIL). The modes take turns, the
+each, run from as many Python threads (the session releases the GIL), both with the backend's
+session options. The modes take turns, the
 order rotating each round; every mode's embeddings must equal one-request's before its time counts
 (max |Δ| is printed).
 
@@ -80,11 +81,12 @@ def openvino_modes(encoder: Path, precision: str, threads: int) -> dict:
 def onnxruntime_modes(encoder: Path, threads: int) -> dict:
     import onnxruntime as ort
 
+    from samfast.backends.onnxruntime_backend import session_options
+
     def session(intra: int):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra
-        options.inter_op_num_threads = 1
-        return ort.InferenceSession(str(encoder), options, providers=["CPUExecutionProvider"])
+        # the backend's own settings (idle threads do not spin): with ONNX Runtime's defaults the
+        # two-thread session spins between calls and looks ~25 % slower than it is
+        return ort.InferenceSession(str(encoder), session_options(intra), providers=["CPUExecutionProvider"])
 
     shared = session(threads)
     singles = [session(1) for _ in range(threads)]

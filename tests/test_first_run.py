@@ -97,3 +97,34 @@ def test_two_first_runs_at_once_write_one_valid_set(tmp_path):
     assert len(written) == 1, outputs  # the second waited for the lock, then took the first's set
     folder = find_set(get_spec(MODEL), resolve_weights(MODEL), "onnx", "fp32", engines)
     assert not [p.name for p in folder.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_samfast_export_waits_for_the_lock_a_first_run_holds_on_the_same_set(tmp_path):
+    from samfast.export.cache import set_lock
+
+    engines = tmp_path / "engines"
+    weights = resolve_weights(MODEL)
+    folder = SetRequest(MODEL, weights, "onnx", "fp32", engines).folder
+    command = [
+        sys.executable,
+        "-m",
+        "samfast",
+        "export",
+        "--model",
+        MODEL,
+        "--out",
+        str(engines),
+        "--no-verify",
+    ]
+    with set_lock(folder, log=lambda message: None):  # a first run's export of this very set, under way
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waiting = ""
+        for line in child.stderr:  # the export says once that it waits, then blocks on the lock
+            waiting += line
+            if "waiting for it" in line:
+                break
+        assert "another samfast process is writing" in waiting, waiting[-2000:]
+        assert child.poll() is None and not folder.exists()
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 0, (waiting + err)[-2000:]
+    assert find_set(get_spec(MODEL), weights, "onnx", "fp32", engines) == folder

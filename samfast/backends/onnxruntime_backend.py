@@ -43,6 +43,9 @@ def session_options(threads: int | None = None):
 
 class OnnxRuntimeBackend(ExportedSetBackend):
     name = "onnxruntime"
+    # Its two-thread encoder session keeps both cores busy already: two one-thread calls side by
+    # side were slower (0.96x, bench/side_by_side.py) and would hold a second encoder session.
+    encoder_side_by_side = False
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ from pathlib import Path
 from samfast.artifacts.formats import EXPORT_FORMATS, set_name
 from samfast.artifacts.graphs import DEFAULT_OPSET
 from samfast.errors import InputError
+from samfast.export.cache import set_lock
 from samfast.export.set_writer import build_set
 
 
@@ -115,17 +116,20 @@ def export_model(
                 return verify_set(model, fmt, precision, folder)
 
         writer = _writer(item, model, request, root, log)
-        manifest = build_set(
-            target,
-            spec,
-            weights,
-            item.fmt,
-            item.precision,
-            request.opset if item.fmt != "torchscript" else None,
-            writer,
-            verify,
-            log,
-        )
+        # The lock a first run's export takes: a command reading or writing this set meanwhile
+        # waits for it rather than reading a folder being replaced.
+        with set_lock(target, log):
+            manifest = build_set(
+                target,
+                spec,
+                weights,
+                item.fmt,
+                item.precision,
+                request.opset if item.fmt != "torchscript" else None,
+                writer,
+                verify,
+                log,
+            )
         outcomes.append(ExportOutcome(item.fmt, item.precision, target, manifest=manifest))
     return outcomes
 
