@@ -1,5 +1,5 @@
-"""Whole-volume points-putz with the CPU's encoder batch at 1 (today's default) and at 2 (OpenVINO's
-per-slice requests, one per core), side by side: CLI wall time and whether the rows are identical.
+"""Whole-volume points-putz with the CPU's encoder batch at 1 (the default) and at 2 (OpenVINO runs
+the two slices side by side, one per core): CLI wall time and whether the rows are identical.
 
 Each run is a fresh ``samfast bench brats --protocol points-putz --cases 1`` with the slice
 streamer's CPU batch (``samfast.runtime.streaming.AUTO_BATCH["cpu"]``) set for that process only;

@@ -126,7 +126,9 @@ class ExportedSetBackend:
         images = np.ascontiguousarray(images, np.float32)
         if len(images) >= 2 and self.info.side_by_side >= 2 and self.encoder_side_by_side:
             feeds = [{"images": images[i : i + 1]} for i in range(len(images))]
-            return np.concatenate([out for (out,) in self._run_all("encoder", feeds, ["image_embeddings"])])
+            return np.concatenate(
+                [out for (out,) in self._run_side_by_side("encoder", feeds, ["image_embeddings"])]
+            )
         (embeddings,) = self._run("encoder", {"images": images}, ["image_embeddings"])
         return embeddings
 
@@ -161,7 +163,7 @@ class ExportedSetBackend:
                 state = self.image_states.states(embeddings, rows[part], evict=False)
                 return self._prompt_feeds(state, prompts.take(part))
 
-        wave = max(1, self.info.side_by_side)
+        wave = self.info.side_by_side
         outs = []
         for start in range(0, len(parts), wave):
             outs += self._run_all(graph, [feeds(part) for part in parts[start : start + wave]], MASKS_AND_IOU)

@@ -69,13 +69,8 @@ class SetRequest:
 def build_locked(request: SetRequest, log: Callable[[str], None] = print) -> Path:
     """Export the set while holding its lock. A process that waited for another's export takes the
     set that one wrote instead of writing it again over a folder the other may be reading."""
-    spec, weights, fmt, precision = (
-        get_spec(request.model_name),
-        request.weights,
-        request.fmt,
-        request.precision,
-    )
-    folder, opset = request.folder, request.opset
+    spec, folder = get_spec(request.model_name), request.folder
+    weights, fmt, precision, opset = request.weights, request.fmt, request.precision, request.opset
     with set_lock(folder, log):
         try:
             return find_set(spec, weights, fmt, precision, request.engine_dir, opset)
