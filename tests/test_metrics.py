@@ -100,3 +100,54 @@ def test_max_hausdorff_matches_simpleitk_for_discs_of_different_size(spacing, ce
     a = ball((80, 80), (40, 40), 10)
     b = ball((80, 80), centre, radius)
     assert hausdorff(a, b, spacing) == pytest.approx(sitk_hausdorff(a, b, spacing), rel=1e-6)
+
+
+def brute_force_distances(a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndarray, ...]:
+    """Every surface voxel's distance to the nearest surface voxel of the other mask, from all
+    pairwise distances (no distance transform): the surfaces found by a face-neighbour check."""
+    from scipy.spatial.distance import cdist
+
+    def surface(mask: np.ndarray) -> np.ndarray:
+        padded = np.pad(mask, 1)
+        inner = np.ones_like(mask)
+        for axis in range(mask.ndim):
+            for step in (-1, 1):
+                inner &= np.roll(padded, step, axis=axis)[tuple(slice(1, -1) for _ in mask.shape)]
+        return np.argwhere(mask & ~inner) * np.asarray(spacing)
+
+    pairs = cdist(surface(a), surface(b))
+    return pairs.min(axis=1), pairs.min(axis=0)
+
+
+def demo_mask_pairs() -> list[tuple[np.ndarray, np.ndarray]]:
+    """A demo case's tumour core on three slices against a distorted copy (dilated, shifted,
+    clipped at the image edge), and the 3-D core of a slab against its erosion."""
+    from conftest import load_case
+    from scipy import ndimage
+
+    _, core = load_case("BraTS20_Demo_001")
+    areas = core.sum(axis=(1, 2))
+    z = int(np.argmax(areas))
+    pairs = []
+    for offset, shift in ((0, 3), (-8, -5), (6, 2)):
+        truth = core[z + offset]
+        guess = np.roll(ndimage.binary_dilation(truth, iterations=2), shift, axis=1)
+        guess[:, : int(np.flatnonzero(truth.any(axis=0))[0]) + 4] = True  # a strip to the image edge
+        pairs.append((truth, guess))
+    slab = core[z - 4 : z + 4]
+    pairs.append((slab, ndimage.binary_erosion(slab, iterations=2)))
+    return pairs
+
+
+@pytest.mark.parametrize("index", range(4), ids=["slice", "slice-below", "slice-above", "slab-3d"])
+def test_surface_metrics_on_demo_masks_match_brute_force_distances(index):
+    """The transforms run on the box around both masks; the answers are those of all pairwise
+    distances over the whole array, for masks far from the edge and masks cut by it."""
+    a, b = demo_mask_pairs()[index]
+    spacing = (0.9, 1.3) if a.ndim == 2 else (2.5, 0.9, 1.3)
+    a_to_b, b_to_a = brute_force_distances(a, b, spacing)
+    expected_hd95 = max(np.percentile(a_to_b, 95), np.percentile(b_to_a, 95))
+    expected_nsd = ((a_to_b <= 2.0).sum() + (b_to_a <= 2.0).sum()) / (a_to_b.size + b_to_a.size)
+    assert hd95(a, b, spacing) == pytest.approx(expected_hd95, rel=1e-9)
+    assert hausdorff(a, b, spacing) == pytest.approx(max(a_to_b.max(), b_to_a.max()), rel=1e-9)
+    assert nsd(a, b, spacing, tolerance_mm=2.0) == pytest.approx(expected_nsd, rel=1e-12)

@@ -49,6 +49,20 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
 
 
+def _around(mask: np.ndarray) -> tuple[slice, ...]:
+    """The box of ``mask``'s voxels grown by one voxel (within the array). Surfaces and the
+    distances between them are the same inside it as in the whole array: the layer around the box
+    is background, as is everything beyond it, and every surface voxel lies inside. A slice is
+    mostly far from its target, so the distance transforms run on a small fraction of it."""
+    if not mask.any():
+        return tuple(slice(None) for _ in mask.shape)
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(int(present[0]) - 1, 0), int(present[-1]) + 2))
+    return tuple(box)
+
+
 def _surface_distances(
     a: np.ndarray, b: np.ndarray, spacing: float | Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -57,7 +71,8 @@ def _surface_distances(
     if a.shape != b.shape:
         raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
     sampling = _spacing(spacing, a.ndim)
-    surface_a, surface_b = _surface(a), _surface(b)
+    crop = _around(a | b)
+    surface_a, surface_b = _surface(a[crop]), _surface(b[crop])
     if not surface_a.any() or not surface_b.any():
         return None
     to_b = ndimage.distance_transform_edt(~surface_b, sampling=sampling)
