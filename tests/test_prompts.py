@@ -167,3 +167,41 @@ def test_extent_box_covers_the_tumour_on_every_slice():
     assert extent_box_3d(volume).tolist() == [5, 10, 39, 34]
     with pytest.raises(ValueError):
         extent_box_3d(np.zeros((2, 5, 5), bool))
+
+
+def brute_force_distance_inside(region: np.ndarray) -> np.ndarray:
+    """Each region pixel's distance to the nearest pixel outside it or outside the image (the ring
+    of pixels around the image), from all pairwise distances: no distance transform."""
+    from scipy.spatial.distance import cdist
+
+    outside = ~np.pad(region, 1, constant_values=False)
+    inside = np.argwhere(np.pad(region, 1, constant_values=False))
+    distance = np.zeros(region.shape)
+    if inside.size:
+        nearest = cdist(inside, np.argwhere(outside)).min(axis=1)
+        distance[inside[:, 0] - 1, inside[:, 1] - 1] = nearest
+    return distance
+
+
+def blobs(seed: int) -> np.ndarray:
+    """Irregular regions of several parts in an 80×70 image, some cut by its edges."""
+    from scipy import ndimage
+
+    noise = np.random.default_rng(seed).standard_normal((80, 70))
+    return ndimage.gaussian_filter(noise, 4) > 0.05
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_point_rules_distance_map_equals_brute_force(seed):
+    """The distance map behind the Putz and Mazurowski points (computed on the region's box) is
+    every pixel's true distance to the nearest background or image-edge pixel."""
+    from samfast.eval.prompts import _distance_inside
+
+    region = blobs(seed)
+    assert region.any() and (region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any())
+    exact = {"rtol": 0, "atol": 1e-12}
+    np.testing.assert_allclose(_distance_inside(region), brute_force_distance_inside(region), **exact)
+    part = np.zeros_like(region)
+    part[20:50, 25:40] = region[20:50, 25:40]  # one region away from the edges
+    np.testing.assert_allclose(_distance_inside(part), brute_force_distance_inside(part), **exact)
+    assert not _distance_inside(np.zeros_like(region)).any()

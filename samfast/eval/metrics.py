@@ -49,17 +49,19 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
 
 
-def _around(mask: np.ndarray) -> tuple[slice, ...]:
-    """The box of ``mask``'s voxels grown by one voxel (within the array). Surfaces and the
-    distances between them are the same inside it as in the whole array: the layer around the box
-    is background, as is everything beyond it, and every surface voxel lies inside. A slice is
-    mostly far from its target, so the distance transforms run on a small fraction of it."""
+def box_slices(mask: np.ndarray) -> tuple[slice, ...]:
+    """The tightest box around ``mask``'s voxels, as slices (the whole array when it is empty).
+
+    Distance transforms run on this box instead of the whole slice or volume, which is mostly far
+    from the target. What they measure is unchanged: everything outside the box is background,
+    and for a voxel inside, a background voxel beyond the box is never nearer than the one on the
+    box's face between them (each coordinate is at least as close)."""
     if not mask.any():
         return tuple(slice(None) for _ in mask.shape)
     box = []
     for axis in range(mask.ndim):
         present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(max(int(present[0]) - 1, 0), int(present[-1]) + 2))
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
     return tuple(box)
 
 
@@ -71,8 +73,9 @@ def _surface_distances(
     if a.shape != b.shape:
         raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
     sampling = _spacing(spacing, a.ndim)
-    crop = _around(a | b)
-    surface_a, surface_b = _surface(a[crop]), _surface(b[crop])
+    # Surfaces need no margin around the box: the erosion counts outside the array as background.
+    box = box_slices(a | b)
+    surface_a, surface_b = _surface(a[box]), _surface(b[box])
     if not surface_a.any() or not surface_b.any():
         return None
     to_b = ndimage.distance_transform_edt(~surface_b, sampling=sampling)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from samfast.eval.metrics import bounding_box
+from samfast.eval.metrics import bounding_box, box_slices
 
 Point = tuple[int, int, int]
 
@@ -22,8 +22,12 @@ def _distance_inside(region: np.ndarray) -> np.ndarray:
     by the border is centred inside the visible part (as RITM's click simulator does) instead of
     being pulled onto the edge, which distance_transform_edt would otherwise treat as interior.
     """
-    padded = np.pad(np.asarray(region, bool), 1, constant_values=False)
-    return ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
+    region = np.asarray(region, bool)
+    distance = np.zeros(region.shape)
+    box = box_slices(region)  # the same distances, on the region's box only
+    padded = np.pad(region[box], 1, constant_values=False)
+    distance[box] = ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
+    return distance
 
 
 def _as_masks(gt: np.ndarray, pred: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
