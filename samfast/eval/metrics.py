@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from samfast.eval.slicing import grown_extent
+
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, bool), np.asarray(b, bool)
@@ -49,22 +51,6 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
 
 
-def box_slices(mask: np.ndarray) -> tuple[slice, ...]:
-    """The tightest box around ``mask``'s voxels, as slices (the whole array when it is empty).
-
-    Distance transforms run on this box instead of the whole slice or volume, which is mostly far
-    from the target. What they measure is unchanged: everything outside the box is background,
-    and for a voxel inside, a background voxel beyond the box is never nearer than the one on the
-    box's face between them (each coordinate is at least as close)."""
-    if not mask.any():
-        return tuple(slice(None) for _ in mask.shape)
-    box = []
-    for axis in range(mask.ndim):
-        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(box)
-
-
 def _surface_distances(
     a: np.ndarray, b: np.ndarray, spacing: float | Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -73,8 +59,10 @@ def _surface_distances(
     if a.shape != b.shape:
         raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
     sampling = _spacing(spacing, a.ndim)
-    # Surfaces need no margin around the box: the erosion counts outside the array as background.
-    box = box_slices(a | b)
+    # On the box around both masks (a slice or volume is mostly far from the target) the surfaces
+    # and distances are those of the whole array: outside the box is background, which the erosion
+    # assumes beyond the array's edge too, and every surface voxel lies inside.
+    box = grown_extent(a | b, (0,) * a.ndim)
     surface_a, surface_b = _surface(a[box]), _surface(b[box])
     if not surface_a.any() or not surface_b.any():
         return None

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from samfast.eval.metrics import bounding_box, box_slices
+from samfast.eval.metrics import bounding_box
+from samfast.eval.slicing import grown_extent
 
 Point = tuple[int, int, int]
 
@@ -24,9 +25,12 @@ def _distance_inside(region: np.ndarray) -> np.ndarray:
     """
     region = np.asarray(region, bool)
     distance = np.zeros(region.shape)
-    box = box_slices(region)  # the same distances, on the region's box only
-    padded = np.pad(region[box], 1, constant_values=False)
-    distance[box] = ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
+    if region.any():
+        # On the region's box only, the same distances: for a pixel inside, a background pixel
+        # beyond the box is never nearer than the one on the box's face between them.
+        box = grown_extent(region, (0, 0))
+        padded = np.pad(region[box], 1, constant_values=False)
+        distance[box] = ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
     return distance
 
 
