@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from samfast.backends.base import Prompts
-from samfast.backends.exported_set import SIDE_BY_SIDE, cores, side_by_side
+from samfast.backends.cpu import cores
+from samfast.backends.exported_set import SIDE_BY_SIDE, side_by_side
 from samfast.models import get_spec, resolve_weights
 from samfast.runtime.sets import backend_building_missing_set
 

@@ -6,6 +6,7 @@ Read from /proc/cpuinfo (Linux); elsewhere nothing is claimed, so reduced precis
 from __future__ import annotations
 
 import functools
+import os
 
 # bf16 matrix products in hardware: AVX-512 BF16 (e.g. AMD Zen 4, Intel Cooper Lake on) or AMX.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -36,6 +37,16 @@ def cpu_model() -> str:
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (tests monkeypatch this to stand in for another CPU)."""
     return _cpuinfo()[1]
+
+
+def cores(threads: int | None = None) -> int:
+    """``threads`` when given, else the cores this process may run on (its affinity, not the host's)."""
+    if threads:
+        return int(threads)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def native_bf16() -> bool:

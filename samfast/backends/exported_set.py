@@ -15,7 +15,6 @@ outputs. One call alone keeps all threads (a person's click).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from samfast.backends.base import BackendInfo, Prompts
+from samfast.backends.cpu import cores
 from samfast.backends.image_states import ImageStateCache
 
 SPLIT_GRAPHS = ("decoder_image", "decoder_prompt")
@@ -34,16 +34,6 @@ STATE_ROWS_PER_CALL = 1
 # gets half of them (more, smaller calls at once would multiply the activations held).
 MAX_SIDE_BY_SIDE = 2
 SIDE_BY_SIDE = ":side-by-side"  # suffix of a graph's key in ``_graphs`` when opened for side-by-side calls
-
-
-def cores(threads: int | None) -> int:
-    """``threads`` when given, else the cores this process may run on (its affinity, not the host's)."""
-    if threads:
-        return int(threads)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def side_by_side(device: str, threads: int | None) -> int:

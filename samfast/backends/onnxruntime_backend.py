@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from samfast.backends.base import info_fields
-from samfast.backends.exported_set import SIDE_BY_SIDE, ExportedSetBackend, cores
+from samfast.backends.cpu import cores
+from samfast.backends.exported_set import SIDE_BY_SIDE, ExportedSetBackend
 from samfast.errors import InputError
 
 _DEVICE_PROVIDERS = {

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from samfast.backends.base import info_fields
-from samfast.backends.exported_set import SIDE_BY_SIDE, ExportedSetBackend, cores
+from samfast.backends.cpu import cores
+from samfast.backends.exported_set import SIDE_BY_SIDE, ExportedSetBackend
 from samfast.errors import InputError
 
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}

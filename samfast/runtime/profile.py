@@ -32,12 +32,12 @@ def profile_path() -> Path:
 def this_machine() -> dict:
     import torch
 
-    from samfast.backends.cpu import PROFILE_FLAGS, cpu_flags, cpu_model
+    from samfast.backends.cpu import PROFILE_FLAGS, cores, cpu_flags, cpu_model
 
     return {
         "cpu_model": cpu_model(),
         "cpu_flags": sorted(f for f in PROFILE_FLAGS if f in cpu_flags()),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": cores(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
